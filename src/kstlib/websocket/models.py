@@ -1,0 +1,126 @@
+"""Enums and the statistics snapshot: the vocabulary shared by every layer.
+
+``ConnectionState`` and its one transition table, ``DisconnectReason`` (each one either
+proactive or reactive), ``ReconnectStrategy`` and the frozen ``WebSocketStats`` snapshot.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+__all__ = [
+    "LEGAL_TRANSITIONS",
+    "ConnectionState",
+    "DisconnectReason",
+    "ReconnectStrategy",
+    "WebSocketStats",
+]
+
+
+class ConnectionState(enum.Enum):
+    """Where a manager's connection stands. ``CLOSED`` is where ``close()`` ends."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_S = ConnectionState
+
+#: The only legal state changes; the engine checks every transition against this table.
+#: DISCONNECTED -> CONNECTING -> CONNECTED; CONNECTED -> RECONNECTING -> CONNECTED (success)
+#: or DISCONNECTED (failure); CONNECTED -> CLOSING -> CLOSED; a proactive disconnect goes
+#: CONNECTED -> DISCONNECTED; a closed manager may connect again (CLOSED -> CONNECTING).
+LEGAL_TRANSITIONS: Mapping[ConnectionState, frozenset[ConnectionState]] = MappingProxyType(
+    {
+        _S.DISCONNECTED: frozenset({_S.CONNECTING, _S.RECONNECTING, _S.CLOSING}),
+        _S.CONNECTING: frozenset({_S.CONNECTED, _S.DISCONNECTED, _S.RECONNECTING, _S.CLOSING}),
+        _S.CONNECTED: frozenset({_S.RECONNECTING, _S.DISCONNECTED, _S.CLOSING}),
+        _S.RECONNECTING: frozenset({_S.CONNECTED, _S.DISCONNECTED, _S.CLOSING}),
+        _S.CLOSING: frozenset({_S.CLOSED}),
+        _S.CLOSED: frozenset({_S.CONNECTING}),
+    }
+)
+
+
+class DisconnectReason(enum.Enum):
+    """Why a connection ended. Every disconnect has exactly one reason."""
+
+    # Proactive: the user (or a rule the user set) chose the moment.
+    USER_REQUESTED = "user_requested"
+    SCHEDULED = "scheduled"
+    CALLBACK_TRIGGERED = "callback_triggered"
+    CONNECTION_LIMIT = "connection_limit"
+    # Reactive: the connection was lost or broken.
+    SERVER_CLOSED = "server_closed"
+    NETWORK_ERROR = "network_error"
+    PING_TIMEOUT = "ping_timeout"
+    PROTOCOL_ERROR = "protocol_error"
+    KILLED = "killed"
+
+    @property
+    def is_proactive(self) -> bool:
+        """True when the disconnect was chosen (user, schedule, callback, age limit)."""
+        return self in _PROACTIVE
+
+    @property
+    def is_reactive(self) -> bool:
+        """True when the disconnect was suffered (server, network, ping, protocol, kill)."""
+        return not self.is_proactive
+
+
+_PROACTIVE = frozenset(
+    {
+        DisconnectReason.USER_REQUESTED,
+        DisconnectReason.SCHEDULED,
+        DisconnectReason.CALLBACK_TRIGGERED,
+        DisconnectReason.CONNECTION_LIMIT,
+    }
+)
+
+
+class ReconnectStrategy(enum.Enum):
+    """How long to wait before reconnect attempt ``n`` (1-based) after a reactive loss.
+
+    ``IMMEDIATE``: no wait. ``FIXED_DELAY``: ``reconnect_delay`` each time.
+    ``EXPONENTIAL_BACKOFF`` (default): ``reconnect_delay * 2**(n-1)`` capped at
+    ``reconnect_delay_max``, with full jitter in ``[delay/2, delay]``.
+    """
+
+    IMMEDIATE = "immediate"
+    FIXED_DELAY = "fixed_delay"
+    EXPONENTIAL_BACKOFF = "exponential_backoff"
+
+
+@dataclass(frozen=True)
+class WebSocketStats:
+    """A consistent, immutable snapshot of a manager's counters (``ws.stats``).
+
+    ``uptime`` is seconds since the manager first connected; ``connection_time`` the
+    seconds spent connected in total (current connection included).
+    """
+
+    connects: int = 0
+    disconnects: int = 0
+    proactive_disconnects: int = 0
+    reactive_disconnects: int = 0
+    messages_received: int = 0
+    messages_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    uptime: float = 0.0
+    connection_time: float = 0.0
+    reconnect_attempts: int = 0
+    messages_dropped: int = 0
+    decode_errors: int = 0
+    callback_errors: int = 0
+    last_disconnect_reason: DisconnectReason | None = None
+    disconnects_by_reason: Mapping[DisconnectReason, int] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
