@@ -1,0 +1,583 @@
+"""Opening and closing a WebSocket connection; the raw socket in between belongs to the codec.
+
+The opening handshake is done by `websocket-client`_ (TCP, TLS, HTTP and SOCKS proxies, the
+HTTP Upgrade request and the ``Sec-WebSocket-Accept`` check).  As soon as the ``101``
+response has been read, the socket is taken away from websocket-client (it keeps no
+reference to it and will never close it) and every later byte goes through
+:mod:`kstlib.websocket.codec`.
+
+No byte is lost at the hand-over: websocket-client reads the response header one byte at
+a time (``recv(sock, 1)`` until the empty line), so it never reads past the end of the
+``101`` response; over TLS the records it already decrypted stay inside the
+:class:`ssl.SSLSocket` object that is handed over.  :attr:`Handshake.leftover` therefore
+is ``b""`` with the websocket-client versions supported; callers must still feed it to
+the parser first, so that a future handshake reader that buffers keeps working.
+
+Public API::
+
+    hs = open_connection(url, timeout=10.0, compression=True)
+    parser, encoder = make_codec(hs, max_message_size=16 << 20, mode=codec.MODE_TEXT)
+    parser.feed(hs.leftover); ...  hs.sock.recv() / hs.sock.sendall(encoder.encode(...))
+    close_connection(hs.sock, encoder, parser, code=1000, timeout=5.0)
+
+Thread-safety: the functions keep no shared state and may be called from any thread; a
+:class:`Handshake`'s socket is then owned by its caller (the engine's single reader, and
+writers serialised by the caller's write lock).
+
+.. _websocket-client: https://pypi.org/project/websocket-client/
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import websocket
+from kstlib.websocket.exceptions import WebSocketConnectionError, WebSocketTimeoutError
+
+__all__ = [
+    "DeflateParams",
+    "Handshake",
+    "build_deflate_offer",
+    "close_connection",
+    "make_codec",
+    "open_connection",
+    "parse_deflate_response",
+]
+
+_OP_CLOSE = 0x8  # RFC 6455 opcode, identical in both codecs
+_RECV_CHUNK = 256 * 1024
+#: After the close handshake the client waits this long at most (within its ``timeout``)
+#: for the server to close TCP first, as RFC 6455 section 7.1.1 recommends.
+_LINGER_AFTER_CLOSE = 1.0
+
+#: Request headers the handshake itself controls; a caller may not override them.
+_RESERVED_HEADERS = frozenset(
+    {
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    }
+)
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_PROXY_DEFAULT_PORTS = {
+    "http": 80,
+    "socks4": 1080,
+    "socks4a": 1080,
+    "socks5": 1080,
+    "socks5h": 1080,
+}
+
+
+@dataclass(frozen=True)
+class DeflateParams:
+    """permessage-deflate parameters accepted by the server (RFC 7692 section 7.1).
+
+    ``server_*`` apply to what the server sends (our inflater), ``client_*`` to what we
+    send (our deflater).  Window bits are 8..15; 15 when the server did not limit them.
+    """
+
+    server_no_context_takeover: bool
+    client_no_context_takeover: bool
+    server_max_window_bits: int
+    client_max_window_bits: int
+
+
+@dataclass
+class Handshake:
+    """A connection whose opening handshake succeeded.
+
+    ``sock`` is a connected :class:`socket.socket` (or :class:`ssl.SSLSocket` for
+    ``wss://``) in blocking mode with no timeout; the caller owns it and must close it
+    (see :func:`close_connection`).  ``leftover`` holds bytes already read past the ``101``
+    response (feed them to the parser before reading the socket).  ``subprotocol`` is the
+    one the server selected among those offered (spelled as offered), ``deflate`` the
+    negotiated permessage-deflate parameters or None, ``response_headers`` the response
+    headers with lower-cased names (a repeated header keeps its last value).
+    """
+
+    sock: socket.socket
+    leftover: bytes
+    subprotocol: str | None
+    deflate: DeflateParams | None
+    response_headers: dict[str, str]
+    url: str
+
+
+# --------------------------------------------------------------------------- deflate
+
+
+def build_deflate_offer() -> str:
+    """Return our ``Sec-WebSocket-Extensions`` offer.
+
+    We offer permessage-deflate with ``client_max_window_bits`` (no value), which lets the
+    server limit the window we compress with; we accept any server window and context
+    takeover, so nothing else is requested.
+    """
+    return "permessage-deflate; client_max_window_bits"
+
+
+def _split_outside_quotes(value: str, sep: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    in_quotes = False
+    escaped = False
+    for ch in value:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\" and in_quotes:
+            current.append(ch)
+            escaped = True
+        elif ch == '"':
+            current.append(ch)
+            in_quotes = not in_quotes
+        elif ch == sep and not in_quotes:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if in_quotes:
+        raise ValueError("unterminated quoted string")
+    parts.append("".join(current))
+    return parts
+
+
+def _unquote_value(raw: str) -> str:
+    raw = raw.strip()
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", raw[1:-1])
+    if not _TOKEN_RE.match(raw):
+        raise ValueError(f"invalid parameter value {raw!r}")
+    return raw
+
+
+def _window_bits(name: str, value: str | None) -> int:
+    if value is None:
+        raise ValueError(f"{name} needs a value in a response")
+    if not value.isdigit() or value.startswith("0") or not 8 <= int(value) <= 15:
+        raise ValueError(f"{name}={value!r} is not an integer 8..15")
+    return int(value)
+
+
+def parse_deflate_response(value: str) -> DeflateParams:
+    """Parse the server's ``Sec-WebSocket-Extensions`` response to our offer.
+
+    Accepts exactly one ``permessage-deflate`` element with the parameters RFC 7692
+    section 7.1 allows in a response: ``server_no_context_takeover``,
+    ``client_no_context_takeover`` (no value), ``server_max_window_bits=N`` and
+    ``client_max_window_bits=N`` (N in 8..15, token or quoted string).  Anything else (an
+    extension we did not offer, a second element, an unknown or duplicated parameter, a
+    missing or bad value) raises
+    :class:`~kstlib.websocket.exceptions.WebSocketConnectionError` with ``url=""``
+    (:func:`open_connection` re-raises it with the real URL), as section 7 requires.
+    """
+    try:
+        return _parse_deflate(value)
+    except ValueError as exc:
+        raise WebSocketConnectionError(
+            f"invalid permessage-deflate response {value!r}: {exc}", url="", attempts=1
+        ) from exc
+
+
+def _parse_deflate(value: str) -> DeflateParams:
+    elements = [e for e in _split_outside_quotes(value, ",") if e.strip()]
+    if not elements:
+        raise ValueError("empty extension list")
+    if len(elements) > 1:
+        raise ValueError("more than one extension accepted; we offered one")
+    items = _split_outside_quotes(elements[0], ";")
+    name = items[0].strip()
+    if name.lower() != "permessage-deflate":
+        raise ValueError(f"extension {name!r} was not offered")
+    seen: dict[str, str | None] = {}
+    for item in items[1:]:
+        item = item.strip()
+        if not item:
+            raise ValueError("empty parameter")
+        key, eq, raw = item.partition("=")
+        key = key.strip().lower()
+        if not _TOKEN_RE.match(key):
+            raise ValueError(f"invalid parameter name {key!r}")
+        if key in seen:
+            raise ValueError(f"duplicate parameter {key}")
+        seen[key] = _unquote_value(raw) if eq else None
+    server_nct = client_nct = False
+    server_bits = client_bits = 15
+    for key, param in seen.items():
+        if key in ("server_no_context_takeover", "client_no_context_takeover"):
+            if param is not None:
+                raise ValueError(f"{key} takes no value")
+            if key == "server_no_context_takeover":
+                server_nct = True
+            else:
+                client_nct = True
+        elif key == "server_max_window_bits":
+            server_bits = _window_bits(key, param)
+        elif key == "client_max_window_bits":
+            client_bits = _window_bits(key, param)
+        else:
+            raise ValueError(f"unknown parameter {key!r}")
+    return DeflateParams(
+        server_no_context_takeover=server_nct,
+        client_no_context_takeover=client_nct,
+        server_max_window_bits=server_bits,
+        client_max_window_bits=client_bits,
+    )
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _header_options(
+    headers: Mapping[str, str] | Sequence[tuple[str, str]] | None,
+) -> tuple[list[str], dict[str, str]]:
+    """Split the caller's headers into raw header lines and websocket-client options.
+
+    ``Host``, ``Origin`` and ``Cookie`` become websocket-client's ``host`` / ``origin`` /
+    ``cookie`` options (it would otherwise send its own copy as well).  Headers the
+    handshake controls raise ``ValueError``, as do names that are not HTTP tokens and
+    values containing CR, LF or NUL (header injection).
+    """
+    if headers is None:
+        return [], {}
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    lines: list[str] = []
+    options: dict[str, str] = {}
+    for name, value in pairs:
+        if not isinstance(name, str) or not _TOKEN_RE.match(name):
+            raise ValueError(f"invalid header name {name!r}")
+        value = str(value)
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"invalid character in the value of header {name!r}")
+        lower = name.lower()
+        if lower in _RESERVED_HEADERS:
+            raise ValueError(
+                f"header {name!r} is set by the handshake (use subprotocols= / compression=)"
+            )
+        if lower in ("host", "origin", "cookie"):
+            if lower in options:
+                raise ValueError(f"header {name!r} given twice")
+            options[lower] = value.strip()
+        else:
+            lines.append(f"{name}: {value.strip()}")
+    return lines, options
+
+
+def _proxy_options(proxy: str, timeout: float) -> dict[str, Any]:
+    """Turn ``scheme://[user:pass@]host[:port]`` into websocket-client proxy options.
+
+    Schemes: ``http`` (CONNECT tunnel, port 80 by default), ``socks4``, ``socks4a``,
+    ``socks5``, ``socks5h`` (``4a``/``5h`` resolve names on the proxy; port 1080 by
+    default).  SOCKS needs the ``python-socks`` package.
+    """
+    parts = urlsplit(proxy)
+    scheme = parts.scheme.lower()
+    if scheme not in _PROXY_DEFAULT_PORTS:
+        raise ValueError(
+            f"unsupported proxy scheme {parts.scheme!r} (use http, socks4, socks4a, socks5"
+            " or socks5h)"
+        )
+    if not parts.hostname:
+        raise ValueError("proxy URL has no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("proxy URL must be scheme://[user:password@]host[:port]")
+    port = parts.port or _PROXY_DEFAULT_PORTS[scheme]
+    if scheme != "http":
+        try:
+            import python_socks  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                f"a {scheme}:// proxy needs the python-socks package (pip install python-socks)"
+            ) from exc
+    options: dict[str, Any] = {
+        "http_proxy_host": parts.hostname,
+        "http_proxy_port": port,
+        "proxy_type": scheme,
+        "http_proxy_timeout": timeout,
+    }
+    if parts.username is not None:
+        options["http_proxy_auth"] = (unquote(parts.username), unquote(parts.password or ""))
+    return options
+
+
+def _redact(proxy: str) -> str:
+    parts = urlsplit(proxy)
+    if parts.password is None:
+        return proxy
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{unquote(parts.username or '')}:***@{netloc}"
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, (TimeoutError, socket.timeout, websocket.WebSocketTimeoutException)):
+        return True
+    name = type(exc).__name__
+    if name == "ProxyTimeoutError":  # python_socks
+        return True
+    return isinstance(exc, ssl.SSLError) and "timed out" in str(exc)
+
+
+def _close_quietly(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+# --------------------------------------------------------------------------- open
+
+
+def open_connection(
+    url: str,
+    *,
+    timeout: float,
+    headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+    subprotocols: Sequence[str] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    proxy: str | None = None,
+    compression: bool = True,
+) -> Handshake:
+    """Connect to ``url`` (``ws://`` or ``wss://``) and perform the opening handshake.
+
+    * ``timeout`` (seconds) bounds each step: TCP connect, proxy negotiation, TLS
+      handshake, and each read of the response.  A step that times out raises
+      :class:`~kstlib.websocket.exceptions.WebSocketTimeoutError` ``("connect")``.
+    * ``headers``: extra request headers (mapping or ``(name, value)`` pairs).
+      ``Host``/``Origin``/``Cookie`` replace the defaults; the handshake's own headers
+      (``Upgrade``, ``Connection``, ``Sec-WebSocket-*``) are refused with ``ValueError``.
+    * ``subprotocols``: offered in order; the server must pick one of them (or none);
+      answering with a subprotocol that was not offered fails the connection.
+    * ``ssl_context``: used as given for ``wss://``; by default
+      :func:`ssl.create_default_context` (system trust store, host name checked).
+    * ``proxy``: ``http://[user:pass@]host[:port]`` (CONNECT),
+      ``socks4://``, ``socks4a://``, ``socks5://``, ``socks5h://`` (needs ``python-socks``).
+      With ``proxy=None`` websocket-client honours the ``http_proxy`` / ``https_proxy`` /
+      ``no_proxy`` environment variables.
+    * ``compression``: offer permessage-deflate (:func:`build_deflate_offer`) and accept
+      the server's parameters (:func:`parse_deflate_response`).
+
+    Redirects (301/302/303/307/308) are followed up to 3 times, as websocket-client does.
+    Every failure (refused, DNS, proxy, TLS verification, timeout, non-101 status, wrong
+    ``Sec-WebSocket-Accept``, bad ``Upgrade``/``Connection``, invalid extension or
+    subprotocol response, garbage) raises
+    :class:`~kstlib.websocket.exceptions.WebSocketConnectionError` (``url``,
+    ``attempts=1``) or ``WebSocketTimeoutError("connect", timeout)``, with the cause
+    chained, after closing the socket.  Invalid arguments (bad header, bad proxy URL)
+    raise ``ValueError``; a SOCKS proxy without ``python-socks`` raises ``ImportError``.
+    """
+    header_lines, header_opts = _header_options(headers)
+    offered = [str(p) for p in subprotocols]
+    for proto in offered:
+        if not _TOKEN_RE.match(proto):
+            raise ValueError(f"invalid subprotocol {proto!r}")
+    options: dict[str, Any] = dict(header_opts)
+    if proxy is not None:
+        options.update(_proxy_options(proxy, timeout))
+    if compression:
+        header_lines.append(f"Sec-WebSocket-Extensions: {build_deflate_offer()}")
+    if offered:
+        options["subprotocols"] = offered
+    options["header"] = header_lines
+    context = ssl_context if ssl_context is not None else ssl.create_default_context()
+    where = f"{url} via proxy {_redact(proxy)}" if proxy is not None else url
+
+    ws = websocket.WebSocket(
+        sslopt={"context": context}, enable_multithread=False, skip_utf8_validation=True
+    )
+    try:
+        ws.connect(url, timeout=timeout, **options)  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        _close_quietly(ws.sock)
+        ws.sock = None
+        if _is_timeout(exc):
+            raise WebSocketTimeoutError("connect", timeout) from exc
+        raise WebSocketConnectionError(
+            f"cannot open WebSocket {where}: {_describe(exc)}", url=url, attempts=1
+        ) from exc
+
+    sock = ws.sock
+    ws.sock = None  # websocket-client no longer owns the socket: it never closes it now
+    ws.connected = False
+    response = ws.handshake_response
+    if sock is None or response is None:  # pragma: no cover - websocket-client contract
+        _close_quietly(sock)
+        raise WebSocketConnectionError(f"cannot open WebSocket {url}: no socket", url=url)
+    try:
+        resp_headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
+        subprotocol = _selected_subprotocol(resp_headers, offered)
+        deflate: DeflateParams | None = None
+        ext = resp_headers.get("sec-websocket-extensions")
+        if ext is not None and ext.strip():
+            if not compression:
+                raise ValueError(f"server accepted extensions we did not offer: {ext!r}")
+            deflate = _parse_deflate(ext)
+        sock.settimeout(None)
+    except Exception as exc:
+        _close_quietly(sock)
+        raise WebSocketConnectionError(
+            f"cannot open WebSocket {where}: invalid handshake response: {exc}",
+            url=url,
+            attempts=1,
+        ) from exc
+    return Handshake(
+        sock=sock,
+        leftover=b"",
+        subprotocol=subprotocol,
+        deflate=deflate,
+        response_headers=resp_headers,
+        url=url,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).split(" -+-+- ", 1)[0]  # websocket-client appends headers and body
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _selected_subprotocol(headers: Mapping[str, str], offered: Sequence[str]) -> str | None:
+    selected = headers.get("sec-websocket-protocol")
+    if selected is None or not selected.strip():
+        return None
+    selected = selected.strip()
+    for proto in offered:
+        if proto.lower() == selected.lower():
+            return proto
+    raise ValueError(f"server selected subprotocol {selected!r}, which was not offered")
+
+
+# --------------------------------------------------------------------------- codec
+
+
+def make_codec(
+    hs: Handshake,
+    *,
+    max_message_size: int,
+    mode: int,
+    loads: Callable[[str], Any] | None = None,
+    fragment_size: int = 0,
+) -> tuple[Any, Any]:
+    """Return ``(FrameParser, FrameEncoder)`` of :mod:`kstlib.websocket.codec` for ``hs``.
+
+    The parser inflates with the negotiated ``server_*`` parameters and the encoder
+    deflates with the ``client_*`` ones when permessage-deflate was accepted.  The caller
+    feeds ``hs.leftover`` to the parser before any byte read from ``hs.sock``.
+    """
+    from kstlib.websocket import codec
+
+    deflate = hs.deflate
+    parser = codec.FrameParser(
+        max_message_size=max_message_size,
+        mode=mode,
+        loads=loads,
+        inflate=deflate is not None,
+        inflate_no_context_takeover=bool(deflate and deflate.server_no_context_takeover),
+        inflate_window_bits=deflate.server_max_window_bits if deflate else 15,
+    )
+    encoder = codec.FrameEncoder(
+        deflate=deflate is not None,
+        deflate_no_context_takeover=bool(deflate and deflate.client_no_context_takeover),
+        deflate_window_bits=deflate.client_max_window_bits if deflate else 15,
+        fragment_size=fragment_size,
+    )
+    return parser, encoder
+
+
+# --------------------------------------------------------------------------- close
+
+
+def _decode_close(payload: bytes) -> tuple[int | None, str]:
+    if len(payload) < 2:
+        return None, ""
+    return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8", "replace")
+
+
+def close_connection(
+    sock: socket.socket,
+    encoder: Any,
+    parser: Any,
+    *,
+    code: int | None = 1000,
+    reason: str = "",
+    timeout: float,
+) -> tuple[int | None, str] | None:
+    """Run the closing handshake on ``sock``, then shut it down and close it.
+
+    Sends a close frame (``code``/``reason``; an empty close payload when ``code`` is
+    None), then reads until the peer's close frame arrives, feeding the bytes to
+    ``parser`` and discarding data messages and pings, for at most ``timeout`` seconds in
+    total.  After the peer's close it waits (still within ``timeout``, and at most
+    ``_LINGER_AFTER_CLOSE`` seconds) for the server to close TCP first (RFC 6455 7.1.1),
+    then shuts the socket down and closes it.
+
+    Returns the peer's ``(code, reason)`` (``(None, "")`` for an empty close payload), or
+    None when no close frame came back (timeout, EOF, reset, protocol error) or when the
+    parser had already seen the peer's close (``parser.closed``: the caller has it).
+    Never raises for a dead or misbehaving peer; a ``code``/``reason`` the encoder refuses
+    raises ``ValueError`` after the socket has been closed.  The socket must not be used
+    by another thread meanwhile.
+    """
+    deadline = time.monotonic() + max(0.0, timeout)
+    result: tuple[int | None, str] | None = None
+    try:
+        frame = encoder.encode_close(code, reason)
+        try:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            sock.sendall(frame)
+        except OSError:
+            return None
+        if getattr(parser, "closed", False) or getattr(parser, "failed", False):
+            return None
+        result = _await_close(sock, parser, deadline)
+        if result is not None:
+            _await_eof(sock, min(deadline, time.monotonic() + _LINGER_AFTER_CLOSE))
+        return result
+    finally:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        _close_quietly(sock)
+
+
+def _await_close(
+    sock: socket.socket, parser: Any, deadline: float
+) -> tuple[int | None, str] | None:
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            sock.settimeout(remaining)
+            data = sock.recv(_RECV_CHUNK)
+        except (OSError, ValueError):
+            return None
+        if not data:
+            return None
+        _messages, controls, error = parser.feed(data)
+        for opcode, payload in controls:
+            if opcode == _OP_CLOSE:
+                return _decode_close(bytes(payload))
+        if error is not None:
+            return None
+
+
+def _await_eof(sock: socket.socket, deadline: float) -> None:
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            sock.settimeout(remaining)
+            if not sock.recv(_RECV_CHUNK):
+                return
+        except (OSError, ValueError):
+            return
