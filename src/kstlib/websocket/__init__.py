@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from kstlib.websocket.exceptions import (
     WebSocketClosedError,
     WebSocketConnectionError,
@@ -27,7 +29,21 @@ __all__ = [
     "WebSocketClosedError",
     "WebSocketConnectionError",
     "WebSocketError",
+    "WebSocketManager",
     "WebSocketProtocolError",
     "WebSocketStats",
     "WebSocketTimeoutError",
 ]
+
+if TYPE_CHECKING:
+    from kstlib.websocket.manager import WebSocketManager
+
+
+def __getattr__(name: str) -> Any:
+    # The manager pulls in the engine, transport and codec: load it on first use so that
+    # importing a light submodule (exceptions, models, codec, testing) stays cheap.
+    if name == "WebSocketManager":
+        from kstlib.websocket.manager import WebSocketManager
+
+        return WebSocketManager
+    raise AttributeError(f"module 'kstlib.websocket' has no attribute {name!r}")

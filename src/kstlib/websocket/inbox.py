@@ -1,0 +1,254 @@
+"""The bounded, thread-safe queue between the engine thread and the consumer.
+
+The engine hands over whole batches (one lock acquisition per socket read, not per
+message); the consumer takes everything queued in one call and iterates over it without
+locks. Sync consumers wait on a condition variable; asyncio consumers register a future
+that the engine completes through ``loop.call_soon_threadsafe`` (only while one waits, so
+the hot path pays nothing for asyncio support).
+
+Bounds and overflow (``maxsize`` counts messages):
+
+* ``"block"``: :meth:`Inbox.put_batch` waits for room (back-pressure: the engine stops
+  reading the socket, the kernel buffers fill, the server slows down). Nothing is lost.
+  Time spent waiting is counted in ``blocked_seconds`` and the number of waits in
+  ``blocked_puts``.
+* ``"drop_oldest"``: the oldest queued messages are discarded to make room; each one is
+  counted in ``dropped``.
+
+The end of the stream is signalled in-band with :meth:`finish`: consumers first drain
+every queued message, then see the end (with the error, if any, that ended it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["OVERFLOW_POLICIES", "Inbox", "InboxFinished"]
+
+OVERFLOW_POLICIES = ("block", "drop_oldest")
+
+
+class InboxFinished(Exception):
+    """Raised by the get methods once the inbox is finished and drained.
+
+    ``error`` is the exception that ended the stream, or ``None`` for a normal end.
+    """
+
+    def __init__(self, error: BaseException | None) -> None:
+        super().__init__("inbox finished")
+        self.error = error
+
+
+def _wake_future(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Inbox:
+    """Bounded multi-producer / multi-consumer message queue with batch hand-off.
+
+    Thread-safe: every method may be called from any thread. The async getter must be
+    awaited on a running event loop.
+    """
+
+    def __init__(self, maxsize: int = 1000, overflow: str = "block") -> None:
+        if maxsize < 1:
+            raise ValueError(f"queue_size must be >= 1, got {maxsize}")
+        if overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"queue_overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self._items: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._finished = False
+        self._error: BaseException | None = None
+        self._interrupted = False
+        self.dropped = 0
+        self.blocked_puts = 0
+        self.blocked_seconds = 0.0
+
+    # -- producer side (engine thread) ---------------------------------------------------
+
+    def put_batch(self, items: list[Any], timeout: float | None = None, force: bool = False) -> int:
+        """Queue ``items`` in order; return how many were queued.
+
+        With ``"drop_oldest"`` every item is queued (older ones dropped as needed). With
+        ``"block"`` this waits for room up to ``timeout`` seconds (``None``: until room or
+        :meth:`interrupt_put`), and returns early with a partial count when the time is up
+        or the put was interrupted; the caller keeps the rest and retries. ``force``
+        queues everything at once past the bound (used when the connection ends, so the
+        messages of its last read are kept; the excess is at most one read).
+        """
+        if not items:
+            return 0
+        with self._lock:
+            if force:
+                self._items.extend(items)
+                self._notify_consumers()
+                return len(items)
+            if self.overflow == "drop_oldest":
+                self._items.extend(items)
+                excess = len(self._items) - self.maxsize
+                if excess > 0:
+                    self.dropped += excess
+                    for _ in range(excess):
+                        self._items.popleft()
+                self._notify_consumers()
+                return len(items)
+            queued = self._put_blocking(items, timeout)
+            if queued:
+                self._notify_consumers()
+            return queued
+
+    def _put_blocking(self, items: list[Any], timeout: float | None) -> int:
+        total = len(items)
+        room = self.maxsize - len(self._items)
+        if room >= total:
+            self._items.extend(items)
+            return total
+        queued = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        self.blocked_puts += 1
+        try:
+            while queued < total:
+                room = self.maxsize - len(self._items)
+                if room > 0:
+                    chunk = items[queued : queued + room]
+                    self._items.extend(chunk)
+                    queued += len(chunk)
+                    self._notify_consumers()
+                    continue
+                if self._interrupted:
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._not_full.wait(remaining)
+        finally:
+            self.blocked_seconds += time.monotonic() - started
+        return queued
+
+    def interrupt_put(self) -> None:
+        """Make a blocked :meth:`put_batch` return now (and future ones not wait)."""
+        with self._lock:
+            self._interrupted = True
+            self._not_full.notify_all()
+
+    def resume_put(self) -> None:
+        """Undo :meth:`interrupt_put`: blocking puts wait for room again."""
+        with self._lock:
+            self._interrupted = False
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """End the stream after the queued messages; ``error`` is raised to consumers."""
+        with self._lock:
+            self._finished = True
+            self._error = error
+            self._notify_consumers()
+
+    def reopen(self) -> None:
+        """Start a new stream (after a reconnect the user asked for); keeps queued items."""
+        with self._lock:
+            self._finished = False
+            self._error = None
+            self._interrupted = False
+
+    def _notify_consumers(self) -> None:
+        # Called with the lock held.
+        self._not_empty.notify()
+        if self._async_waiters:
+            waiters, self._async_waiters = self._async_waiters, []
+            for loop, fut in waiters:
+                try:
+                    loop.call_soon_threadsafe(_wake_future, fut)
+                except RuntimeError:  # loop closed: nobody is waiting any more
+                    pass
+
+    # -- consumer side ---------------------------------------------------------------------
+
+    def _take_all(self) -> list[Any]:
+        # Called with the lock held and at least one item queued.
+        if len(self._items) == 1:
+            batch = [self._items.popleft()]
+        else:
+            batch = list(self._items)
+            self._items.clear()
+        self._not_full.notify()
+        return batch
+
+    def get_batch(self, timeout: float | None = None) -> list[Any]:
+        """Take every queued message (oldest first); wait up to ``timeout`` for one.
+
+        Returns ``[]`` when the time is up. Raises :class:`InboxFinished` once the inbox
+        is finished and empty.
+        """
+        with self._lock:
+            if not self._items:
+                if self._finished:
+                    raise InboxFinished(self._error)
+                if timeout is None:
+                    while not self._items and not self._finished:
+                        self._not_empty.wait()
+                else:
+                    deadline = time.monotonic() + timeout
+                    while not self._items and not self._finished:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return []
+                        self._not_empty.wait(remaining)
+                if not self._items:
+                    raise InboxFinished(self._error)
+            return self._take_all()
+
+    async def get_batch_async(self) -> list[Any]:
+        """Awaitable :meth:`get_batch`: never blocks the event loop."""
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self._items:
+                    return self._take_all()
+                if self._finished:
+                    raise InboxFinished(self._error)
+                fut: asyncio.Future[None] = loop.create_future()
+                self._async_waiters.append((loop, fut))
+            try:
+                await fut
+            finally:
+                if fut.cancelled() or not fut.done():  # cancelled: forget the waiter
+                    with self._lock:
+                        try:
+                            self._async_waiters.remove((loop, fut))
+                        except ValueError:
+                            pass
+
+    def drain(self) -> list[Any]:
+        """Remove and return everything queued now, without waiting."""
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            self._not_full.notify_all()
+            return items
+
+    def extend_front(self, items: Iterable[Any]) -> None:
+        """Put ``items`` back at the head of the queue (a consumer that stopped early)."""
+        with self._lock:
+            self._items.extendleft(reversed(list(items)))
+            self._notify_consumers()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`finish` was called (items may still be queued)."""
+        return self._finished

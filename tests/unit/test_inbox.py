@@ -1,0 +1,145 @@
+"""The inbox: bounds, both overflow policies with exact counts, batch hand-off, end of
+stream, async waiters."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from kstlib.websocket.inbox import Inbox, InboxFinished
+
+
+def test_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="queue_size"):
+        Inbox(0)
+    with pytest.raises(ValueError, match="queue_overflow"):
+        Inbox(10, "drop_newest")
+
+
+def test_batch_in_order_and_take_all() -> None:
+    inbox = Inbox(10)
+    assert inbox.put_batch([1, 2, 3]) == 3
+    assert inbox.put_batch([4]) == 1
+    assert inbox.get_batch(timeout=0) == [1, 2, 3, 4]
+    assert inbox.get_batch(timeout=0.01) == []
+
+
+def test_drop_oldest_counts_exactly() -> None:
+    inbox = Inbox(5, "drop_oldest")
+    assert inbox.put_batch(list(range(8))) == 8
+    assert inbox.dropped == 3
+    assert inbox.put_batch([8, 9]) == 2
+    assert inbox.dropped == 5
+    assert inbox.get_batch(timeout=0) == [5, 6, 7, 8, 9]
+
+
+def test_block_policy_waits_and_loses_nothing() -> None:
+    inbox = Inbox(3, "block")
+    assert inbox.put_batch([0, 1, 2, 3, 4], timeout=0.05) == 3
+    assert inbox.blocked_puts == 1
+    got: list[int] = []
+    done = threading.Event()
+
+    def consumer() -> None:
+        while len(got) < 100:
+            got.extend(inbox.get_batch(timeout=5))
+        done.set()
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    rest = [3, 4, *range(5, 100)]
+    while rest:
+        n = inbox.put_batch(rest, timeout=5)
+        rest = rest[n:]
+    assert done.wait(10)
+    t.join()
+    assert got == list(range(100))
+    assert inbox.dropped == 0
+
+
+def test_interrupt_releases_a_blocked_put() -> None:
+    inbox = Inbox(1, "block")
+    inbox.put_batch([0])
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(inbox.put_batch([1, 2])))
+    t.start()
+    inbox.interrupt_put()
+    t.join(10)
+    assert not t.is_alive()
+    assert result == [0]
+    inbox.resume_put()
+    assert inbox.put_batch([1], timeout=0.01) == 0  # still full, waits then gives up
+
+
+def test_force_put_exceeds_the_bound_once() -> None:
+    inbox = Inbox(2, "block")
+    inbox.put_batch([1, 2])
+    assert inbox.put_batch([3, 4], force=True) == 2
+    assert len(inbox) == 4
+
+
+def test_finish_after_drain_with_error() -> None:
+    inbox = Inbox(10)
+    inbox.put_batch(["a"])
+    err = RuntimeError("gone")
+    inbox.finish(err)
+    assert inbox.get_batch() == ["a"]
+    with pytest.raises(InboxFinished) as info:
+        inbox.get_batch()
+    assert info.value.error is err
+    inbox.reopen()
+    assert inbox.get_batch(timeout=0.01) == []
+
+
+def test_finish_wakes_a_blocked_consumer() -> None:
+    inbox = Inbox(10)
+    out: list[BaseException] = []
+
+    def consumer() -> None:
+        try:
+            inbox.get_batch()
+        except InboxFinished as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    inbox.finish(None)
+    t.join(10)
+    assert len(out) == 1 and isinstance(out[0], InboxFinished) and out[0].error is None
+
+
+def test_extend_front_keeps_order() -> None:
+    inbox = Inbox(10)
+    inbox.put_batch([3, 4])
+    inbox.extend_front([1, 2])
+    assert inbox.get_batch(timeout=0) == [1, 2, 3, 4]
+
+
+def test_async_waiter_woken_from_another_thread() -> None:
+    inbox = Inbox(10)
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, lambda: threading.Thread(target=inbox.put_batch, args=([7, 8],)).start())
+        return await asyncio.wait_for(inbox.get_batch_async(), 10)
+
+    assert asyncio.run(main()) == [7, 8]
+
+
+def test_async_waiter_sees_finish_and_cancel_cleans_up() -> None:
+    inbox = Inbox(10)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(inbox.get_batch_async())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert inbox._async_waiters == []
+        inbox.finish(ValueError("x"))
+        with pytest.raises(InboxFinished):
+            await inbox.get_batch_async()
+
+    asyncio.run(main())
