@@ -306,12 +306,12 @@ def _check_subscriptions(value: Any) -> tuple[dict[str, Any] | str, ...]:
             if bad_keys:
                 raise _Invalid(
                     f"entry {index}: a dict message needs str keys (it is sent as JSON), "
-                    f"got key {_show(bad_keys[0])}"
+                    f"got key {bad_keys[0]!r} in {_show(entry)}"
                 )
             result.append(dict(entry))
         elif isinstance(entry, str):
             if not entry:
-                raise _Invalid(f"entry {index}: a str message must not be empty")
+                raise _Invalid(f"entry {index}: a str message must not be empty, got ''")
             result.append(entry)
         else:
             raise _Invalid(f"entry {index}: expected a dict or a str, got {_show(entry)}")
