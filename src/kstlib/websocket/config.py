@@ -160,7 +160,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -247,7 +246,7 @@ def _seconds(
             return None
         if not _is_number(value):
             raise _Invalid(f"expected {expected}, got {_show(value)}")
-        if math.isnan(value) or value < 0 or (value == 0 and not zero_ok) or value > maximum:
+        if value != value or value < 0 or (value == 0 and not zero_ok) or value > maximum:  # NaN
             raise _Invalid(f"expected {expected}, got {_show(value)}")
         return float(value)
 
@@ -452,7 +451,7 @@ def _check_send_rate(value: Any) -> float | None:
     if value is None:
         return None
     expected = f"a rate in messages per second > 0 and <= {_MAX_SEND_RATE:g}, or null/None"
-    if not _is_number(value) or math.isnan(value) or not 0 < value <= _MAX_SEND_RATE:
+    if not _is_number(value) or not 0 < value <= _MAX_SEND_RATE:  # also refuses NaN
         raise _Invalid(f"expected {expected}, got {_show(value)}")
     return float(value)
 
@@ -638,8 +637,10 @@ def find_config_file(config: str | os.PathLike[str] | None = None) -> Path | Non
             directory); the exception's ``filename`` is that path.
     """
     if config is not None:
+        if not os.fspath(config):
+            raise FileNotFoundError(2, "kstlib configuration file given as config= is empty", "")
         path = Path(os.fspath(config)).expanduser()
-        if not os.fspath(config) or not path.is_file():
+        if not path.is_file():
             raise _missing(path, "given as config=")
         return path
     env = os.environ.get(CONFIG_ENV_VAR, "")
