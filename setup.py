@@ -15,7 +15,13 @@ from setuptools import setup
 compile_args = ["-O3", "-Wall", "-Wextra", "-fvisibility=hidden"]
 link_args: list[str] = []
 if os.environ.get("KSTLIB_WS_SANITIZE") == "1":
-    flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
+    flags = [
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=all",  # any UBSan report aborts, so it cannot go unnoticed
+        "-fno-omit-frame-pointer",
+        "-g",
+        "-O1",
+    ]
     compile_args = ["-Wall", "-Wextra", *flags]
     link_args = list(flags)
 
