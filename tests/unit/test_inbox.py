@@ -122,7 +122,9 @@ def test_async_waiter_woken_from_another_thread() -> None:
 
     async def main() -> list[int]:
         loop = asyncio.get_running_loop()
-        loop.call_later(0.05, lambda: threading.Thread(target=inbox.put_batch, args=([7, 8],)).start())
+        loop.call_later(
+            0.05, lambda: threading.Thread(target=inbox.put_batch, args=([7, 8],)).start()
+        )
         return await asyncio.wait_for(inbox.get_batch_async(), 10)
 
     assert asyncio.run(main()) == [7, 8]

@@ -93,7 +93,7 @@ def load(pure_python: bool | None = None) -> tuple[ModuleType, str]:
         pure_python = os.environ.get("KSTLIB_WS_PURE_PYTHON", "") not in ("", "0")
     if not pure_python:
         try:
-            from kstlib.websocket import _speedups  # type: ignore[attr-defined]
+            from kstlib.websocket import _speedups  # type: ignore[attr-defined,unused-ignore]
         except ImportError as exc:
             warnings.warn(
                 f"kstlib.websocket: C++ codec unavailable ({exc}); using the pure-Python codec",

@@ -149,12 +149,11 @@ class Engine:
         self._shutdown = False
         self._terminal_error: BaseException | None = None
         self._subscriptions: list[dict[str, Any] | str] = list(settings.subscriptions)
-        self._limiter = (
-            SendRateLimiter(settings.max_send_rate) if settings.max_send_rate else None
-        )
+        self._limiter = SendRateLimiter(settings.max_send_rate) if settings.max_send_rate else None
         self._rng = random.Random()
         self._buf = bytearray(READ_BUFFER_SIZE)
         self._mode, self._loads, self._decode_fn = self._decode_plan(settings.decode)
+        self._loads_any: Any = self._loads
         # commands (guarded by _cond); _cmd_pending is read without the lock on the hot path
         self._cmd_pending = False
         self._stop_mode: str | None = None  # "close" | "force"
@@ -404,6 +403,7 @@ class Engine:
 
     def send(self, data: Any) -> None:
         """Send one message from any thread: str (text), bytes-like (binary), dict/list (JSON)."""
+        payload: Any
         if isinstance(data, str):
             opcode, payload = codec.OP_TEXT, data
         elif isinstance(data, (bytes, bytearray, memoryview)):
@@ -432,7 +432,9 @@ class Engine:
                 raise
             except OSError as exc:
                 if user:
-                    raise WebSocketClosedError(None, f"connection lost while sending: {exc}") from exc
+                    raise WebSocketClosedError(
+                        None, f"connection lost while sending: {exc}"
+                    ) from exc
                 raise
 
     def _write(self, link: _Link, data: bytes) -> None:
@@ -638,7 +640,11 @@ class Engine:
                     return
                 log.warning("connection attempt %d to %s failed: %s", attempts, s.url, exc)
                 delay = backoff_delay(
-                    s.reconnect_strategy, attempts, s.reconnect_delay, s.reconnect_delay_max, self._rng
+                    s.reconnect_strategy,
+                    attempts,
+                    s.reconnect_delay,
+                    s.reconnect_delay_max,
+                    self._rng,
                 )
                 delay = max(delay, 1e-3)  # always look at commands between attempts
                 continue
@@ -646,38 +652,47 @@ class Engine:
                 return
             # ---- connected ----------------------------------------------------------------
             ending = self._serve(link)
-            self._record_disconnect(link, ending)
             if time.monotonic() - link.connected_at >= HEALTHY_AFTER:
                 attempts = 0
-            if self._stop_mode is not None:
-                return
             reason = ending.reason
-            if reason is _R.SCHEDULED:
-                with self._cond:
-                    at = self._pending_schedule_at
+            # The state changes first, then the disconnect is recorded (and acknowledged),
+            # so a caller woken by the acknowledgement sees the state that follows.
+            if self._stop_mode is not None:
+                self._transition(_S.CLOSING)
+                self._record_disconnect(link, ending)
+                return
+            if reason is _R.SCHEDULED or reason is _R.CONNECTION_LIMIT:
+                at = self._pending_schedule_at if reason is _R.SCHEDULED else 0.0
                 self._transition(_S.RECONNECTING)
-                phase, delay = _S.RECONNECTING, max(0.0, at - time.monotonic())
-                attempts = 0
+                self._record_disconnect(link, ending)
+                phase, delay, attempts = _S.RECONNECTING, max(0.0, at - time.monotonic()), 0
                 continue
-            if reason is _R.CONNECTION_LIMIT:
-                self._transition(_S.RECONNECTING)
-                phase, delay, attempts = _S.RECONNECTING, 0.0, 0
-                continue
-            if reason in (_R.USER_REQUESTED, _R.CALLBACK_TRIGGERED):
+            if reason is _R.USER_REQUESTED or reason is _R.CALLBACK_TRIGGERED:
+                self._transition(_S.DISCONNECTED)
+                self._record_disconnect(link, ending)
                 if self._transition_to_disconnected_idle(reason):
                     attempts, delay, phase = 0, 0.0, _S.CONNECTING
-                    self._transition(phase)
                     continue
                 return
             # reactive
             if not s.auto_reconnect:
                 code = ending.code if ending.code is not None else 1006
-                self._fail(WebSocketClosedError(code, ending.text or reason.value))
+                error = WebSocketClosedError(code, ending.text or reason.value)
+                with self._cond:
+                    self._terminal_error = error
+                    self._transition(_S.DISCONNECTED)
+                self._record_disconnect(link, ending)
+                self.inbox.finish(error)
                 return
             self._transition(_S.RECONNECTING)
+            self._record_disconnect(link, ending)
             phase = _S.RECONNECTING
             delay = backoff_delay(
-                s.reconnect_strategy, attempts + 1, s.reconnect_delay, s.reconnect_delay_max, self._rng
+                s.reconnect_strategy,
+                attempts + 1,
+                s.reconnect_delay,
+                s.reconnect_delay_max,
+                self._rng,
             )
             delay = max(delay, 1e-3)
 
@@ -720,9 +735,7 @@ class Engine:
             if outcome == "idle":
                 return False
 
-    def _wait(
-        self, deadline: float, probe: Callable[[], bool] | None = None
-    ) -> tuple[str, float]:
+    def _wait(self, deadline: float, probe: Callable[[], bool] | None = None) -> tuple[str, float]:
         """Wait while not connected, until ``deadline``, a command, or ``probe()`` is True.
 
         Returns ``(outcome, delay)``: ``"timeout"``, ``"stop"``, ``"now"`` (connect now),
@@ -780,7 +793,7 @@ class Engine:
         )
         try:
             parser, encoder = transport.make_codec(
-                hs, max_message_size=s.max_message_size, mode=self._mode, loads=self._loads
+                hs, max_message_size=s.max_message_size, mode=self._mode, loads=self._loads_any
             )
             hs.sock.setblocking(False)
             link = _Link(hs, parser, encoder)
@@ -854,12 +867,19 @@ class Engine:
                             n = recv_into(buf)
                     else:
                         n = recv_into(buf)
-                except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                except (
+                    BlockingIOError,
+                    InterruptedError,
+                    ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError,
+                ):
                     n = -1
                 except OSError as exc:
                     return self._lost(link, _R.NETWORK_ERROR, exc)
                 if n == 0:
-                    return self._lost(link, _R.NETWORK_ERROR, EOFError("connection closed by peer (EOF)"))
+                    return self._lost(
+                        link, _R.NETWORK_ERROR, EOFError("connection closed by peer (EOF)")
+                    )
                 chunk = view[:n] if n > 0 else None
             if n > 0:
                 msgs, ctrls, err = feed(chunk)
