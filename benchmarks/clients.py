@@ -139,10 +139,8 @@ class KstlibSync:
         with self._manager(url, _kstlib_decode(deliver)) as ws:
             ws.send(b"go")
             t0 = perf_counter()
-            count = 0
             mark = marks.first
-            for msg in ws.stream():
-                count += 1
+            for count, msg in enumerate(ws.stream(), 1):  # noqa: B007 (msg checked below)
                 if count == mark:
                     mark = marks.hit(count)
                     if mark < 0:
@@ -176,15 +174,18 @@ class KstlibSync:
                 return stack.enter_context(self._manager(url, "json"))
 
             def consume(ws: Any, done: Callable[[], None]) -> None:
-                count = 0
-                for _msg in ws.stream():
-                    count += 1
+                for count, _msg in enumerate(ws.stream(), 1):
                     if count == per_conn:
                         done()
 
             return _many_threads(
-                open_one, lambda ws: ws.send(b"go"), consume, lambda ws: None, stack.close,
-                conns, idle,
+                open_one,
+                lambda ws: ws.send(b"go"),
+                consume,
+                lambda ws: None,
+                stack.close,
+                conns,
+                idle,
             )
 
 
@@ -205,7 +206,7 @@ class KstlibAsync:
                 t0 = perf_counter()
                 count = 0
                 mark = marks.first
-                async for msg in ws.stream():
+                async for msg in ws.stream():  # noqa: B007 (msg checked below)
                     count += 1
                     if count == mark:
                         mark = marks.hit(count)
@@ -307,9 +308,7 @@ class WebsocketClient:
     def _connect(url: str) -> Any:
         import websocket
 
-        return websocket.create_connection(
-            url, enable_multithread=False, skip_utf8_validation=True
-        )
+        return websocket.create_connection(url, enable_multithread=False, skip_utf8_validation=True)
 
     def stream(self, url: str, n: int, deliver: str, marks: Marks) -> tuple[float, Info]:
         ws = self._connect(url)
@@ -382,8 +381,13 @@ class WebsocketClient:
                     done()
 
         return _many_threads(
-            lambda: self._connect(url), lambda ws: ws.send_binary(b"go"), consume,
-            lambda ws: ws.abort(), lambda: None, conns, idle,
+            lambda: self._connect(url),
+            lambda ws: ws.send_binary(b"go"),
+            consume,
+            lambda ws: ws.abort(),
+            lambda: None,
+            conns,
+            idle,
         )
 
 
@@ -463,8 +467,13 @@ class WebsocketsSync:
                     done()
 
         return _many_threads(
-            lambda: self._connect(url), lambda ws: ws.send(b"go"), consume,
-            lambda ws: ws.close(), lambda: None, conns, idle,
+            lambda: self._connect(url),
+            lambda ws: ws.send(b"go"),
+            consume,
+            lambda ws: ws.close(),
+            lambda: None,
+            conns,
+            idle,
         )
 
 

@@ -51,7 +51,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             mb_per_s=n * int(spec["message_size"]) / elapsed / 1e6,
         )
         if kind == "memory":
-            out["rss_series_kb"] = [[c, rss] for c, _t, rss in marks.samples]
+            series = [[c, rss] for c, _t, rss in marks.samples]
+            out["rss_series_kb"] = series
+            out["rss_start_mb"] = series[0][1] / 1024
+            out["rss_end_mb"] = series[-1][1] / 1024
+            out["rss_growth_mb"] = (series[-1][1] - series[0][1]) / 1024
     elif kind == "rtt":
         n = int(spec["n"])
         payload = bytes(i % 251 for i in range(int(spec["size"])))

@@ -1,0 +1,305 @@
+"""``python -m benchmarks``: run every scenario for us, the peers and the floors, in one run.
+
+Starts the loopback server (:mod:`benchmarks.server`), then runs each measurement in a
+fresh worker process (:mod:`benchmarks.worker`), rotating the order of the clients from
+one repetition to the next, with a one-line progress display on stderr. Writes
+``RESULTS.md``, ``results.json`` and ``results.png`` to ``--out`` (default: this
+directory; for ``--quick``, a temporary directory so that a smoke run never replaces the
+committed results).
+
+A client that fails (not installed yet, a bug, a timeout) yields "error: ..." rows; the
+others still run. An import error skips that client for the rest of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+from benchmarks import report
+from benchmarks.scenarios import SCENARIOS, Case, build_cases, select
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PACKAGES = (
+    "kstlib-websocket",
+    "orjson",
+    "websocket-client",
+    "websockets",
+    "aiohttp",
+    "picows",
+    "aiofastnet",
+)
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    src = REPO / "src"
+    paths = [str(src)] if (src / "kstlib").is_dir() else []
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    return env
+
+
+class Progress:
+    """A single status line on stderr, rewritten in place on a terminal."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+        self.total = total
+        self.done = 0
+        self.start = time.monotonic()
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.width = 0
+
+    def show(self, text: str) -> None:
+        elapsed = int(time.monotonic() - self.start)
+        line = f"[{self.done:>3}/{self.total}] {elapsed // 60}:{elapsed % 60:02d} {text}"
+        if self.tty:
+            pad = max(0, self.width - len(line))
+            self.stream.write("\r" + line + " " * pad)
+            self.width = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class ServerProcess:
+    """The loopback server, restarted if it ever dies."""
+
+    def __init__(self, kinds: list[str]) -> None:
+        self.kinds = kinds
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    def ensure(self) -> int:
+        if self.proc is not None and self.proc.poll() is None:
+            return self.port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.server", "--kinds", ",".join(self.kinds)],
+            cwd=REPO,
+            env=worker_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"benchmark server failed to start: {line!r}")
+        self.port = int(line.split()[1])
+        return self.port
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run one measurement in a fresh process; always returns a dict (maybe ``error``)."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)],
+            cwd=REPO,
+            env=worker_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[7:])
+            return result
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"worker exited with code {proc.returncode}: {tail[:200]}"}
+
+
+def machine_info(command: str) -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    packages: dict[str, str] = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = "not installed" if name != "kstlib-websocket" else "source tree"
+    probe = subprocess.run(
+        [sys.executable, "-c", "from kstlib.websocket import codec; print(codec.IMPLEMENTATION)"],
+        cwd=REPO,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    codec = (
+        probe.stdout.strip()
+        or "unavailable (" + ((probe.stderr.strip().splitlines() or ["?"])[-1][:120]) + ")"
+    )
+    git = "unknown"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    return {
+        "command": command,
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": packages,
+        "kstlib_codec": codec,
+        "git": git,
+        "load_start": os.getloadavg()[0],
+    }
+
+
+def plan(cases: list[Case]) -> list[tuple[Case, int, str]]:
+    """Every measurement in order; the client order rotates with the repetition."""
+    steps: list[tuple[Case, int, str]] = []
+    for case in cases:
+        for rep in range(case.repeat):
+            k = rep % len(case.runners)
+            for runner in case.runners[k:] + case.runners[:k]:
+                steps.append((case, rep, runner))
+    return steps
+
+
+def summary_text(case: Case, result: dict[str, Any]) -> str:
+    if "error" in result:
+        return "error"
+    return f"{report.fmt_value(float(result[case.metric]), case.unit)} {case.unit}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes and one repetition (smoke run)"
+    )
+    parser.add_argument(
+        "--scenarios",
+        help=f"comma-separated subset of {','.join(SCENARIOS)} or case names "
+        "(json, raw-str, raw-bytes, large-1k, large-64k, large-1m, ...)",
+    )
+    parser.add_argument("--runners", help="comma-separated subset of the clients and floors")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=5,
+        help="repetitions per measurement (default 5; rtt and many at most 3, memory 1)",
+    )
+    parser.add_argument("--out", type=Path, help="output directory (default: benchmarks/)")
+    args = parser.parse_args(args_list)
+
+    out: Path = args.out or (
+        Path(tempfile.gettempdir()) / "kstlib-benchmarks-quick" if args.quick else HERE
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    cases = select(build_cases(args.quick, args.repeat), args.scenarios, args.runners)
+    if not cases:
+        parser.error("nothing to run")
+    command = "python -m benchmarks" + ("".join(" " + shlex.quote(a) for a in args_list))
+    started = datetime.now(timezone.utc)
+    meta = machine_info(command)
+    kinds = sorted({c.path.split("/")[2] for c in cases if c.path.count("/") >= 3})
+    steps = plan(cases)
+    raw: dict[str, dict[str, dict[str, list[Any]]]] = {
+        c.name: {r: {"runs": [], "errors": []} for r in c.runners} for c in cases
+    }
+    unavailable: dict[str, str] = {}
+    failed: set[tuple[str, str]] = set()
+    progress = Progress(len(steps))
+    server = ServerProcess(kinds)
+    try:
+        progress.show("starting the server (encoding frames once)")
+        for case, rep, runner in steps:
+            entry = raw[case.name][runner]
+            label = f"{case.name} rep {rep + 1}/{case.repeat} {runner}"
+            if runner in unavailable:
+                entry["errors"].append(unavailable[runner])
+            elif (case.name, runner) in failed:
+                entry["errors"].append("skipped after an earlier failure")
+            else:
+                progress.show(label + " ...")
+                port = server.ensure()
+                spec = {
+                    "runner": runner,
+                    "kind": case.kind,
+                    "url": f"ws://127.0.0.1:{port}{case.path}",
+                    **case.spec,
+                }
+                result = run_worker(spec, case.timeout)
+                if "error" in result:
+                    err = str(result["error"])
+                    entry["errors"].append(err)
+                    failed.add((case.name, runner))
+                    if err.startswith(("ModuleNotFoundError", "ImportError")):
+                        unavailable[runner] = err
+                else:
+                    entry["runs"].append(result)
+                progress.done += 1
+                progress.show(f"{label}: {summary_text(case, result)}")
+                continue
+            progress.done += 1
+    except KeyboardInterrupt:
+        progress.close()
+        sys.stderr.write("interrupted; nothing written\n")
+        return 130
+    finally:
+        server.stop()
+    progress.close()
+
+    finished = datetime.now(timezone.utc)
+    meta.update(
+        started=started.strftime("%Y-%m-%d %H:%M UTC"),
+        finished=finished.strftime("%Y-%m-%d %H:%M UTC"),
+        duration_s=(finished - started).total_seconds(),
+        load_end=os.getloadavg()[0],
+        quick=args.quick,
+    )
+    summaries = {c.name: report.summarize(c, raw[c.name]) for c in cases}
+    report.write_json(out / "results.json", meta, cases, raw)
+    report.write_markdown(out / "RESULTS.md", meta, cases, summaries)
+    try:
+        report.write_chart(out / "results.png", cases, summaries)
+    except ImportError as exc:
+        sys.stderr.write(f"no chart: {exc} (pip install matplotlib)\n")
+    sys.stderr.write(f"wrote {out / 'RESULTS.md'}, results.json, results.png\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""What is measured: the scenarios of issue 4, their sizes (full and ``--quick``) and runners.
+
+Each :class:`Case` is one table in RESULTS.md. A scenario (``json``, ``raw``, ``large``,
+``rtt``, ``many``, ``memory``) groups one or more cases; ``--scenarios`` accepts either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.clients import FLOORS, OURS, PEERS
+from benchmarks.payloads import STREAM_KINDS
+
+SCENARIOS = ("json", "raw", "large", "rtt", "many", "memory")
+
+OURS_MAIN = ("kstlib-sync", "kstlib-asyncio")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured table: which runners, what the worker is asked, which number ranks."""
+
+    scenario: str
+    name: str
+    title: str
+    kind: str  # worker kind: stream | memory | rtt | many
+    runners: tuple[str, ...]
+    metric: str
+    unit: str
+    higher_is_better: bool
+    spec: dict[str, Any]  # worker spec without runner/url
+    path: str  # server path
+    repeat: int  # repetitions (capped by --repeat)
+    timeout: float  # seconds per measurement
+    floors: tuple[str, ...] = ()
+    extras: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)  # key, label, fmt
+    note: str = ""
+
+
+def build_cases(quick: bool, repeat: int) -> list[Case]:
+    """The cases of a full run, or of a ``--quick`` run (small sizes, one repetition)."""
+
+    def size(full: int, small: int) -> int:
+        return small if quick else full
+
+    def reps(cap: int) -> int:
+        return 1 if quick else max(1, min(repeat, cap))
+
+    throughput_runners = (*OURS_MAIN, *PEERS)
+    cases: list[Case] = []
+    n = size(300_000, 20_000)
+    cases.append(
+        Case(
+            "json",
+            "json",
+            "1. Throughput, JSON: 166-byte trade events parsed to dicts",
+            "stream",
+            (*OURS, *PEERS, *FLOORS),
+            "msg_per_s",
+            "msg/s",
+            True,
+            {"n": n, "deliver": "json", "message_size": STREAM_KINDS["trade"].message_size},
+            f"/stream/trade/{n}",
+            reps(repeat),
+            180,
+            FLOORS,
+            note=f"{n:,} trade events (text frames, distinct ids and times), each parsed with "
+            'orjson (ours: `decode="json"`). kstlib-sync-drop is the sync iterator with '
+            '`queue_overflow="drop_oldest"`.',
+        )
+    )
+    for deliver, label in (("str", "delivered as str"), ("bytes", "delivered as bytes")):
+        cases.append(
+            Case(
+                "raw",
+                f"raw-{deliver}",
+                f"2. Throughput, raw: trade events {label}",
+                "stream",
+                (*throughput_runners, "transport-floor"),
+                "msg_per_s",
+                "msg/s",
+                True,
+                {"n": n, "deliver": deliver, "message_size": STREAM_KINDS["trade"].message_size},
+                f"/stream/trade/{n}",
+                reps(repeat),
+                180,
+                ("transport-floor",),
+                note=(
+                    "The same text frames without JSON parsing, each message a `str` "
+                    "(UTF-8 decoded; ours: `decode=None`)."
+                    if deliver == "str"
+                    else "The same text frames delivered as `bytes` where the API allows it "
+                    '(ours: `decode="bytes"`; websocket-client `recv_data`, websockets '
+                    "`recv(decode=False)`, aiohttp `decode_text=False`, picows "
+                    "`get_payload_as_bytes`)."
+                ),
+            )
+        )
+    for kind, count, label in (
+        ("bin1k", size(100_000, 5_000), "1 KiB"),
+        ("bin64k", size(4_096, 128), "64 KiB"),
+        ("bin1m", size(256, 16), "1 MiB"),
+    ):
+        cases.append(
+            Case(
+                "large",
+                f"large-{kind[3:]}",
+                f"3. Large messages: {label} binary",
+                "stream",
+                (*throughput_runners, "transport-floor"),
+                "mb_per_s",
+                "MB/s",
+                True,
+                {"n": count, "deliver": "bytes", "message_size": STREAM_KINDS[kind].message_size},
+                f"/stream/{kind}/{count}",
+                reps(repeat),
+                180,
+                ("transport-floor",),
+                note=f"{count:,} binary messages of {label}, each delivered as `bytes`; "
+                "MB/s of payload (10^6 bytes).",
+            )
+        )
+    rtt_n = size(20_000, 2_000)
+    cases.append(
+        Case(
+            "rtt",
+            "rtt",
+            "4. Round trip: 256-byte binary echo",
+            "rtt",
+            (*throughput_runners, "transport-floor"),
+            "req_per_s",
+            "req/s",
+            True,
+            {"n": rtt_n, "warmup": size(1_000, 200), "size": 256},
+            "/echo",
+            reps(3),
+            180,
+            ("transport-floor",),
+            extras=(("p50_us", "p50 µs", "{:.1f}"), ("p99_us", "p99 µs", "{:.1f}")),
+            note=f"{rtt_n:,} sequential round trips after a warm-up; the echo server is a "
+            "plain Python loop whose cost is in every row, the floor's included.",
+        )
+    )
+    conns = size(100, 20)
+    per_conn = size(400, 50)
+    idle = float(size(3, 1))
+    cases.append(
+        Case(
+            "many",
+            "many",
+            f"5. Many connections: {conns} connections, {conns * 100:,} msg/s combined",
+            "many",
+            throughput_runners,
+            "cpu_s_per_million",
+            "CPU s / 1M msgs",
+            False,
+            {"conns": conns, "per_conn": per_conn, "idle": idle},
+            f"/paced/trade/{per_conn}",
+            reps(3),
+            300,
+            extras=(
+                ("idle_cpu_percent", "idle CPU %", "{:.2f}"),
+                ("rss_mb", "RSS MB", "{:.1f}"),
+            ),
+            note=f"{conns} connections, each receiving one trade event every 10 ms "
+            f"({per_conn} each, parsed with orjson), consumed by one thread per connection "
+            "(sync clients) or one task per connection (asyncio clients). Process CPU "
+            "(`time.process_time`) per million messages while streaming; then the "
+            f"connections stay open with nothing to receive for {idle:g} s: idle CPU in % "
+            "of one core. RSS (`VmRSS`) with all connections open.",
+        )
+    )
+    mem_n = size(10_000_000, 300_000)
+    step = size(1_000_000, 50_000)
+    cases.append(
+        Case(
+            "memory",
+            "memory",
+            f"6. Memory: RSS growth over {mem_n:,} JSON messages",
+            "memory",
+            throughput_runners,
+            "rss_growth_mb",
+            "MB",
+            False,
+            {
+                "n": mem_n,
+                "step": step,
+                "deliver": "json",
+                "message_size": STREAM_KINDS["trade"].message_size,
+            },
+            f"/stream/trade/{mem_n}",
+            1,
+            1800,
+            extras=(
+                ("rss_start_mb", "RSS after warm-up MB", "{:.1f}"),
+                ("msg_per_s", "msg/s", "{:,.0f}"),
+            ),
+            note=f"One stream of {mem_n:,} trade events parsed to dicts; `VmRSS` sampled every "
+            f"{step:,} messages. Growth = last sample minus the first (after {step:,} "
+            "messages, once buffers and caches are warm).",
+        )
+    )
+    return cases
+
+
+def select(cases: list[Case], wanted: str | None, runners: str | None) -> list[Case]:
+    """Filter by ``--scenarios`` (scenario or case names) and ``--runners``."""
+    out = cases
+    if wanted:
+        names = {w.strip() for w in wanted.split(",") if w.strip()}
+        unknown = names - {c.scenario for c in cases} - {c.name for c in cases}
+        if unknown:
+            raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+        out = [c for c in out if c.scenario in names or c.name in names]
+    if runners:
+        keep = {r.strip() for r in runners.split(",") if r.strip()}
+        out = [
+            Case(**{**c.__dict__, "runners": tuple(r for r in c.runners if r in keep)}) for c in out
+        ]
+        out = [c for c in out if c.runners]
+    return out
