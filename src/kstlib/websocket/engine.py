@@ -140,6 +140,7 @@ class Engine:
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()
         self._stats_lock = threading.Lock()
+        self._sub_lock = threading.Lock()
         self._state = _S.DISCONNECTED
         self._thread: threading.Thread | None = None
         self._wake_r: socket.socket | None = None
@@ -383,23 +384,27 @@ class Engine:
             return list(self._subscriptions)
 
     def add_subscription(self, msg: dict[str, Any] | str) -> None:
-        with self._cond:
-            self._subscriptions.append(msg)
-            connected = self._state is _S.CONNECTED
-        if connected:
-            self.send(msg)
+        # _sub_lock orders this against a connect that is sending the list: the message is
+        # either in the list it sends, or sent here once it is CONNECTED.
+        with self._sub_lock:
+            with self._cond:
+                self._subscriptions.append(msg)
+                connected = self._state is _S.CONNECTED
+            if connected:
+                self.send(msg)
 
     def remove_subscription(
         self, msg: dict[str, Any] | str, unsubscribe_message: dict[str, Any] | str | None
     ) -> None:
-        with self._cond:
-            try:
-                self._subscriptions.remove(msg)
-            except ValueError:
-                raise ValueError(f"not subscribed: {msg!r}") from None
-            connected = self._state is _S.CONNECTED
-        if connected and unsubscribe_message is not None:
-            self.send(unsubscribe_message)
+        with self._sub_lock:
+            with self._cond:
+                try:
+                    self._subscriptions.remove(msg)
+                except ValueError:
+                    raise ValueError(f"not subscribed: {msg!r}") from None
+                connected = self._state is _S.CONNECTED
+            if connected and unsubscribe_message is not None:
+                self.send(unsubscribe_message)
 
     def send(self, data: Any) -> None:
         """Send one message from any thread: str (text), bytes-like (binary), dict/list (JSON)."""
@@ -804,26 +809,27 @@ class Engine:
             self._link = link
         if self._stop_mode is not None:
             return None
-        try:
-            for sub in self.subscriptions():
-                if self._limiter is not None and not self._limiter.acquire(
-                    cancelled=lambda: self._stop_mode is not None, sleep=self._sleep
-                ):
-                    return None
-                payload = sub if isinstance(sub, str) else orjson.dumps(sub)
-                self._send_frame(codec.OP_TEXT, payload)
-        except (OSError, WebSocketError) as exc:
-            self._abort(link)
-            self._retire(link)
-            raise WebSocketConnectionError(
-                f"connection to {s.url} lost while subscribing: {exc}", url=s.url
-            ) from exc
-        link.connected_at = time.monotonic()
-        with self._stats_lock:
-            self._connects += 1
-            if self._first_connect_at is None:
-                self._first_connect_at = link.connected_at
-        self._transition(_S.CONNECTED)
+        with self._sub_lock:
+            try:
+                for sub in self.subscriptions():
+                    if self._limiter is not None and not self._limiter.acquire(
+                        cancelled=lambda: self._stop_mode is not None, sleep=self._sleep
+                    ):
+                        return None
+                    payload = sub if isinstance(sub, str) else orjson.dumps(sub)
+                    self._send_frame(codec.OP_TEXT, payload)
+            except (OSError, WebSocketError) as exc:
+                self._abort(link)
+                self._retire(link)
+                raise WebSocketConnectionError(
+                    f"connection to {s.url} lost while subscribing: {exc}", url=s.url
+                ) from exc
+            link.connected_at = time.monotonic()
+            with self._stats_lock:
+                self._connects += 1
+                if self._first_connect_at is None:
+                    self._first_connect_at = link.connected_at
+            self._transition(_S.CONNECTED)
         log.info("connected to %s", s.url)
         self._call("on_connect", s.on_connect)
         return link

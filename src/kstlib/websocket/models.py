@@ -39,8 +39,8 @@ _S = ConnectionState
 #: CONNECTED -> DISCONNECTED; a closed manager may connect again (CLOSED -> CONNECTING).
 LEGAL_TRANSITIONS: Mapping[ConnectionState, frozenset[ConnectionState]] = MappingProxyType(
     {
-        _S.DISCONNECTED: frozenset({_S.CONNECTING, _S.RECONNECTING, _S.CLOSING}),
-        _S.CONNECTING: frozenset({_S.CONNECTED, _S.DISCONNECTED, _S.RECONNECTING, _S.CLOSING}),
+        _S.DISCONNECTED: frozenset({_S.CONNECTING, _S.CLOSING}),
+        _S.CONNECTING: frozenset({_S.CONNECTED, _S.DISCONNECTED, _S.CLOSING}),
         _S.CONNECTED: frozenset({_S.RECONNECTING, _S.DISCONNECTED, _S.CLOSING}),
         _S.RECONNECTING: frozenset({_S.CONNECTED, _S.DISCONNECTED, _S.CLOSING}),
         _S.CLOSING: frozenset({_S.CLOSED}),
