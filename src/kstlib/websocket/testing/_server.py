@@ -180,6 +180,7 @@ class SimServer:
             self.opts.host,
             self.port,
             process_request=self._process_request,
+            process_response=self._process_response,
             create_connection=BoundConnection,
             compression=self.opts.compression,
             open_timeout=None,
@@ -309,10 +310,16 @@ class SimServer:
 
     # ------------------------------------------------------------------ connection
 
-    async def _handler(self, conn: ServerConnection) -> None:
+    def _process_response(
+        self, conn: ServerConnection, request: Request, response: Response
+    ) -> None:
+        """Register an accepted connection *before* the 101 is sent, so a client that
+        sees its handshake succeed also sees it in ``connection_count``."""
+        if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
+            return
         assert isinstance(conn, _SimConnection)
         assert conn.kst_route is not None
-        path, streams, combined = conn.kst_route
+        path, _streams, combined = conn.kst_route
         remote = conn.remote_address
         record = self.shared.new_record(
             path=path,
@@ -323,6 +330,12 @@ class SimServer:
         live = _Live(conn, record)
         conn.kst_live = live
         self.live[live.index] = live
+
+    async def _handler(self, conn: ServerConnection) -> None:
+        assert isinstance(conn, _SimConnection)
+        assert conn.kst_route is not None and conn.kst_live is not None
+        _path, streams, _combined = conn.kst_route
+        live = conn.kst_live
         try:
             with self.shared.lock:
                 drop = self.shared.faults.drop_after_accept
@@ -346,13 +359,19 @@ class SimServer:
             for task in live.tasks:
                 task.cancel()
             for name in list(live.streams):
-                self._unsubscribe(live, name)
+                # The record keeps the last subscriptions for inspection.
+                self._unsubscribe(live, name, record=False)
             self.live.pop(live.index, None)
 
     def on_connection_lost(self, conn: _SimConnection) -> None:
         live = conn.kst_live
         if live is None:
             return
+        live.closing = True
+        if self.live.get(live.index) is live and live.conn.protocol.state is State.CLOSED:
+            for name in list(live.streams):
+                self._unsubscribe(live, name, record=False)
+            self.live.pop(live.index, None)
         protocol = conn.protocol
         with self.shared.cond:
             record = live.record
@@ -563,14 +582,15 @@ class SimServer:
         with self.shared.lock:
             live.record.streams = list(live.streams)
 
-    def _unsubscribe(self, live: _Live, name: str) -> None:
+    def _unsubscribe(self, live: _Live, name: str, *, record: bool = True) -> None:
         stream = self.streams.get(name)
         if stream is not None:
             stream.subscribers.pop(live.index, None)
         if name in live.streams:
             live.streams.remove(name)
-        with self.shared.lock:
-            live.record.streams = list(live.streams)
+        if record:
+            with self.shared.lock:
+                live.record.streams = list(live.streams)
 
     async def _run_stream(self, stream: _Stream, rate: float) -> None:
         """Produce events at ``rate`` per second on an absolute schedule.
