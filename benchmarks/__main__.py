@@ -222,7 +222,16 @@ def main(argv: list[str] | None = None) -> int:
         help="repetitions per measurement (default 5; rtt and many at most 3, memory 1)",
     )
     parser.add_argument("--out", type=Path, help="output directory (default: benchmarks/)")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="measure nothing: re-render RESULTS.md and results.png from a "
+        "results.json (into --out, default: beside it)",
+    )
     args = parser.parse_args(args_list)
+    if args.from_json is not None:
+        return rerender(args.from_json, args.out or args.from_json.parent)
 
     out: Path = args.out or (
         Path(tempfile.gettempdir()) / "kstlib-benchmarks-quick" if args.quick else HERE
@@ -290,14 +299,36 @@ def main(argv: list[str] | None = None) -> int:
         load_end=os.getloadavg()[0],
         quick=args.quick,
     )
-    summaries = {c.name: report.summarize(c, raw[c.name]) for c in cases}
     report.write_json(out / "results.json", meta, cases, raw)
+    write_outputs(out, meta, cases, raw)
+    return 0
+
+
+def write_outputs(out: Path, meta: dict[str, Any], cases: list[Case], raw: dict[str, Any]) -> None:
+    """RESULTS.md and results.png from the raw measurements."""
+    summaries = {c.name: report.summarize(c, raw[c.name]) for c in cases}
     report.write_markdown(out / "RESULTS.md", meta, cases, summaries)
     try:
         report.write_chart(out / "results.png", cases, summaries)
     except ImportError as exc:
         sys.stderr.write(f"no chart: {exc} (pip install matplotlib)\n")
-    sys.stderr.write(f"wrote {out / 'RESULTS.md'}, results.json, results.png\n")
+    sys.stderr.write(f"wrote {out / 'RESULTS.md'} and results.png\n")
+
+
+def rerender(path: Path, out: Path) -> int:
+    """Re-render the report of an earlier run (same numbers, current report code)."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    meta = doc["meta"]
+    known = {c.name: c for c in build_cases(bool(meta.get("quick")), 5)}
+    cases: list[Case] = []
+    raw: dict[str, Any] = {}
+    for entry in doc["cases"]:
+        base = known[entry["name"]]
+        runners = tuple(r for r in base.runners if r in entry["runners"])
+        cases.append(Case(**{**base.__dict__, "runners": runners, "spec": entry["parameters"]}))
+        raw[entry["name"]] = entry["runners"]
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(out, meta, cases, raw)
     return 0
 
 

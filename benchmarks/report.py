@@ -320,9 +320,10 @@ def write_markdown(
         floors = [f for f in case.floors if f in summ and summ[f].ok]
         header = ["Client", "", f"Median {case.unit}", "Spread (min\u2013max)"]
         header += [label for _key, label, _fmt in case.extras]
-        header += ["vs best peer"] + [f"vs {f}" for f in floors] + ["Runs"]
+        header += ["vs best peer"] if case.compare else []
+        header += [f"vs {f}" for f in floors] + ["Runs"]
         lines += [f"### {case.title}", "", case.note, ""]
-        if best is not None:
+        if best is not None and case.compare:
             lines += [f"Best peer: **{best.runner}**.", ""]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
@@ -351,7 +352,10 @@ def write_markdown(
             for key, _label, fmt in case.extras:
                 v = s.extras.get(key)
                 cells.append(fmt.format(v) if v is not None else "—")
-            cells.append(fmt_ratio(ratio_vs(case, s, best)) if kind_of(runner) != "floor" else "")
+            if case.compare:
+                cells.append(
+                    fmt_ratio(ratio_vs(case, s, best)) if kind_of(runner) != "floor" else ""
+                )
             for f in floors:
                 cells.append("" if runner == f else fmt_ratio(ratio_vs(case, s, summ[f])))
             cells.append(str(len(s.values)) + (f" ({len(s.errors)} failed)" if s.errors else ""))

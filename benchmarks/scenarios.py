@@ -36,6 +36,7 @@ class Case:
     floors: tuple[str, ...] = ()
     extras: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)  # key, label, fmt
     note: str = ""
+    compare: bool = True  # show the "vs best peer" column
 
 
 def build_cases(quick: bool, repeat: int) -> list[Case]:
@@ -65,9 +66,12 @@ def build_cases(quick: bool, repeat: int) -> list[Case]:
             reps(repeat),
             180,
             FLOORS,
+            extras=(("delivered", "delivered", "{:,.0f}"),),
             note=f"{n:,} trade events (text frames, distinct ids and times), each parsed with "
             'orjson (ours: `decode="json"`). kstlib-sync-drop is the sync iterator with '
-            '`queue_overflow="drop_oldest"`.',
+            '`queue_overflow="drop_oldest"`: its rate is all messages ingested over the '
+            "time to the last one, and *delivered* says how many reached the loop (the others "
+            "were dropped as the oldest while the consumer lagged).",
         )
     )
     for deliver, label in (("str", "delivered as str"), ("bytes", "delivered as bytes")):
@@ -196,6 +200,7 @@ def build_cases(quick: bool, repeat: int) -> list[Case]:
                 ("rss_start_mb", "RSS after warm-up MB", "{:.1f}"),
                 ("msg_per_s", "msg/s", "{:,.0f}"),
             ),
+            compare=False,
             note=f"One stream of {mem_n:,} trade events parsed to dicts; `VmRSS` sampled every "
             f"{step:,} messages. Growth = last sample minus the first (after {step:,} "
             "messages, once buffers and caches are warm).",

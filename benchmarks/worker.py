@@ -14,6 +14,7 @@ along a long stream), ``rtt`` (round trips: requests/s and latency percentiles) 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import traceback
@@ -86,6 +87,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown kind {kind!r}")
     out.update(info)
     out["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["loadavg_1min"] = os.getloadavg()[0]
     return out
 
 
