@@ -89,14 +89,14 @@ inline PyObject* to_bytes(const uint8_t* p, size_t n) {
 
 class FrameParser {
 public:
-    FrameParser(long long max_message_size, int mode, py::object loads, bool inflate,
+    FrameParser(py::handle max_message_size, int mode, py::object loads, bool inflate,
                 bool inflate_no_context_takeover, int inflate_window_bits)
         : core_(make_options(max_message_size, inflate, inflate_no_context_takeover,
                              inflate_window_bits)),
           mode_(mode),
           loads_(std::move(loads)) {
         if (mode != MODE_BYTES && mode != MODE_TEXT && mode != MODE_JSON)
-            throw py::value_error("mode must be MODE_BYTES, MODE_TEXT or MODE_JSON");
+            throw py::value_error("unknown mode " + std::to_string(mode));
         if (mode == MODE_JSON && loads_.is_none())
             loads_ = py::module_::import("json").attr("loads");
     }
@@ -143,11 +143,18 @@ public:
     bool failed() const { return core_.failed(); }
 
 private:
-    static kws::ParserOptions make_options(long long max_message_size, bool inflate,
+    static kws::ParserOptions make_options(py::handle max_size, bool inflate,
                                            bool no_context_takeover, int window_bits) {
-        if (max_message_size <= 0) throw py::value_error("max_message_size must be positive");
+        PyObject* index = PyNumber_Index(max_size.ptr());
+        if (!index) throw py::error_already_set();
+        int overflow = 0;
+        long long max_message_size = PyLong_AsLongLongAndOverflow(index, &overflow);
+        Py_DECREF(index);
+        if (max_message_size == -1 && PyErr_Occurred()) throw py::error_already_set();
+        if (overflow != 0 || max_message_size <= 0)
+            throw py::value_error("max_message_size must be in 1..2**63-1");
         if (window_bits < 8 || window_bits > 15)
-            throw py::value_error("inflate_window_bits must be between 8 and 15");
+            throw py::value_error("inflate_window_bits must be in 8..15");
         kws::ParserOptions o;
         o.max_message_size = static_cast<uint64_t>(max_message_size);
         o.inflate = inflate;
@@ -251,7 +258,7 @@ public:
                  long long fragment_size)
         : no_context_takeover_(deflate_no_context_takeover) {
         if (deflate_window_bits < 8 || deflate_window_bits > 15)
-            throw py::value_error("deflate_window_bits must be between 8 and 15");
+            throw py::value_error("deflate_window_bits must be in 8..15");
         if (fragment_size < 0) throw py::value_error("fragment_size must be >= 0");
         fragment_size_ = static_cast<size_t>(fragment_size);
         // zlib cannot produce raw streams with a 256-byte window; 9 bits is its minimum.
@@ -262,10 +269,6 @@ public:
     }
 
     py::bytes encode(int opcode, py::handle payload) {
-        bool data_op = opcode == kws::OP_TEXT || opcode == kws::OP_BINARY;
-        bool control_op =
-            opcode == kws::OP_PING || opcode == kws::OP_PONG || opcode == kws::OP_CLOSE;
-        if (!data_op && !control_op) throw py::value_error("invalid opcode " + std::to_string(opcode));
         const uint8_t* p;
         size_t n;
         std::unique_ptr<BufferView> view;
@@ -280,12 +283,18 @@ public:
             p = view->data();
             n = view->size();
         }
-        if (control_op) {
-            if (n > 125) throw py::value_error("control frame payload longer than 125 bytes");
-            return finish(static_cast<uint8_t>(opcode), false, p, n, 0, false);
+        if (opcode == kws::OP_TEXT || opcode == kws::OP_BINARY)
+            return finish(static_cast<uint8_t>(opcode), deflater_ != nullptr, p, n, fragment_size_,
+                          true);
+        if (opcode != kws::OP_PING && opcode != kws::OP_PONG && opcode != kws::OP_CLOSE)
+            throw py::value_error("cannot encode opcode " + std::to_string(opcode));
+        if (n > 125) throw py::value_error("control frame payload longer than 125 bytes");
+        if (opcode == kws::OP_CLOSE) {
+            std::string why;
+            if (kws::validate_close_payload(p, n, &why) != 0)
+                throw py::value_error("invalid close payload: " + why);
         }
-        return finish(static_cast<uint8_t>(opcode), deflater_ != nullptr, p, n, fragment_size_,
-                      true);
+        return finish(static_cast<uint8_t>(opcode), false, p, n, 0, false);
     }
 
     py::bytes encode_close(py::object code, py::object reason) {
@@ -304,7 +313,7 @@ public:
             r = PyUnicode_AsUTF8AndSize(reason.ptr(), &rlen);
             if (!r) throw py::error_already_set();
         }
-        if (rlen > 123) throw py::value_error("close reason longer than 123 bytes");
+        if (rlen > 123) throw py::value_error("close reason too long (payload over 125 bytes)");
         uint8_t buf[125];
         buf[0] = static_cast<uint8_t>(c >> 8);
         buf[1] = static_cast<uint8_t>(c);
@@ -424,8 +433,8 @@ PYBIND11_MODULE(_speedups, m) {
 
     py::class_<FrameParser>(m, "FrameParser",
                             "Incremental parser of server frames; see kstlib.websocket.codec.")
-        .def(py::init<long long, int, py::object, bool, bool, int>(), py::kw_only(),
-             py::arg("max_message_size") = static_cast<long long>(kws::kDefaultMaxMessageSize),
+        .def(py::init<py::handle, int, py::object, bool, bool, int>(), py::kw_only(),
+             py::arg("max_message_size") = kws::kDefaultMaxMessageSize,
              py::arg("mode") = MODE_TEXT, py::arg("loads") = py::none(),
              py::arg("inflate") = false, py::arg("inflate_no_context_takeover") = false,
              py::arg("inflate_window_bits") = 15)

@@ -60,20 +60,25 @@ Inflater::Result Inflater::run(const uint8_t* in, size_t n, ByteBuf& out, uint64
             size_t got = give - strm_.avail_out;
             out.commit(got);
             produced += got;
-            if (produced > cap) return TOO_BIG;
+            // A corrupt stream wins over the size limit (as with Python's zlib, which raises
+            // even when the call that met the corruption also filled the output).
+            if (rc == Z_MEM_ERROR) throw std::bad_alloc();
+            if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) return CORRUPT;
+            if (produced > cap) {
+                unused_ = strm_.avail_in + n;
+                return TOO_BIG;
+            }
             if (rc == Z_STREAM_END) {
                 restart_keeping_window();
                 if (strm_.avail_in == 0) break;
                 continue;
             }
-            if (rc == Z_MEM_ERROR) throw std::bad_alloc();
             if (rc == Z_BUF_ERROR) {
                 // No progress possible: all input used (more will come) or output full.
                 if (strm_.avail_in == 0) break;
                 if (strm_.avail_out == 0) continue;
                 return CORRUPT;
             }
-            if (rc != Z_OK) return CORRUPT;  // Z_DATA_ERROR, Z_NEED_DICT, Z_STREAM_ERROR
             if (strm_.avail_in == 0 && strm_.avail_out != 0) break;
         }
     }
@@ -83,6 +88,16 @@ Inflater::Result Inflater::run(const uint8_t* in, size_t n, ByteBuf& out, uint64
 Inflater::Result Inflater::feed(const uint8_t* in, size_t n, ByteBuf& out, uint64_t& produced,
                                 uint64_t cap) {
     return run(in, n, out, produced, cap);
+}
+
+bool Inflater::corrupt_ahead() {
+    Bytef sink[1];
+    strm_.next_in = const_cast<Bytef*>(kTail);
+    strm_.avail_in = sizeof(kTail);
+    strm_.next_out = sink;
+    strm_.avail_out = 0;
+    int rc = inflate(&strm_, Z_SYNC_FLUSH);
+    return rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END;
 }
 
 Inflater::Result Inflater::finish(ByteBuf& out, uint64_t& produced, uint64_t cap) {

@@ -34,6 +34,13 @@ public:
     Result feed(const uint8_t* in, size_t n, ByteBuf& out, uint64_t& produced, uint64_t cap);
     // End the message: inflate the 00 00 FF FF tail (RFC 7692 section 7.2.2).
     Result finish(ByteBuf& out, uint64_t& produced, uint64_t cap);
+    // After feed() returned TOO_BIG with all its input used (unused() == 0): does the
+    // 00 00 FF FF tail make the stream corrupt before any further output? A one-shot
+    // decoder given piece + tail in one call would report that corruption (zlib decodes the
+    // next code even when the output is full); this lets a piecewise caller agree with it.
+    bool corrupt_ahead();
+    // Input bytes the last TOO_BIG feed() left unread.
+    size_t unused() const { return unused_; }
     // Forget the LZ77 window (no context takeover) and any error.
     void reset();
 
@@ -42,6 +49,7 @@ private:
     void restart_keeping_window();
     z_stream strm_{};
     int window_bits_;
+    size_t unused_ = 0;
     bool ok_ = false;
 };
 

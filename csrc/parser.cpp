@@ -28,6 +28,10 @@ int validate_close_payload(const uint8_t* p, size_t n, std::string* why) {
         if (why) *why = "close frame payload of 1 byte";
         return 1002;
     }
+    if (n > 125) {
+        if (why) *why = "close frame payload longer than 125 bytes";
+        return 1002;
+    }
     unsigned code = (unsigned{p[0]} << 8) | p[1];
     if (!close_code_allowed(code)) {
         if (why) *why = "invalid close code " + std::to_string(code);
@@ -41,28 +45,44 @@ int validate_close_payload(const uint8_t* p, size_t n, std::string* why) {
 }
 
 Parser::Parser(const ParserOptions& options) : opt_(options) {
-    if (opt_.inflate) inflater_ = std::make_unique<Inflater>(opt_.inflate_window_bits);
+    // Always a 32 KiB window, whatever the negotiated server_max_window_bits: a larger window
+    // accepts every stream a smaller one does, and zlib only enforces the window on back
+    // references beyond its output buffer, so a small one would make errors chunk-dependent.
+    if (opt_.inflate) inflater_ = std::make_unique<Inflater>(15);
 }
 
-void Parser::fail(int code, const char* reason) {
+void Parser::fail(int code, std::string reason) {
     failed_ = true;
     err_.code = code;
-    err_.reason = reason;
+    err_.reason = std::move(reason);
 }
 
-// Everything decidable from the first two header bytes.
+// Everything decidable from the first two header bytes, in the reference codec's order.
 bool Parser::check_first_two(uint8_t b0, uint8_t b1) {
     uint8_t op = b0 & 0x0F;
-    bool rsv1 = b0 & 0x40;
-    if (b0 & 0x30) {
-        fail(1002, "reserved bits RSV2/RSV3 set");
-        return false;
+    if (b0 & 0x70) {
+        if (b0 & 0x30) {
+            fail(1002, "reserved bits RSV2/RSV3 set");
+            return false;
+        }
+        if (!opt_.inflate) {
+            fail(1002, "reserved bit RSV1 set without a negotiated extension");
+            return false;
+        }
+        if (op != OP_TEXT && op != OP_BINARY) {
+            fail(1002, "reserved bit RSV1 set on a control or continuation frame");
+            return false;
+        }
     }
-    if (!is_known(op)) {
-        fail(1002, "unknown opcode");
+    if (b1 & 0x80) {
+        fail(1002, "masked frame from the server");
         return false;
     }
     if (is_control(op)) {
+        if (op > 10) {
+            fail(1002, "unknown opcode " + std::to_string(op));
+            return false;
+        }
         if (!(b0 & 0x80)) {
             fail(1002, "fragmented control frame");
             return false;
@@ -71,31 +91,18 @@ bool Parser::check_first_two(uint8_t b0, uint8_t b1) {
             fail(1002, "control frame payload longer than 125 bytes");
             return false;
         }
-        if (rsv1) {
-            fail(1002, "reserved bit RSV1 set on a control frame");
-            return false;
-        }
-    } else {
-        if (rsv1 && !opt_.inflate) {
-            fail(1002, "reserved bit RSV1 set without a negotiated extension");
-            return false;
-        }
-        if (op == OP_CONTINUATION) {
-            if (!in_msg_) {
-                fail(1002, "continuation frame without a message started");
-                return false;
-            }
-            if (rsv1) {
-                fail(1002, "reserved bit RSV1 set on a continuation frame");
-                return false;
-            }
-        } else if (in_msg_) {
-            fail(1002, "new data message inside a fragmented message");
-            return false;
-        }
+        return true;
     }
-    if (b1 & 0x80) {
-        fail(1002, "masked frame from the server");
+    if (op == OP_CONTINUATION) {
+        if (!in_msg_) {
+            fail(1002, "continuation frame without a message started");
+            return false;
+        }
+    } else if (op > 2) {
+        fail(1002, "unknown opcode " + std::to_string(op));
+        return false;
+    } else if (in_msg_) {
+        fail(1002, "new data message inside a fragmented message");
         return false;
     }
     return true;
@@ -135,12 +142,16 @@ void Parser::begin_frame(const uint8_t* hdr) {
         utf8_.reset();
     }
     if (plen > opt_.max_message_size - msg_wire_) {
-        fail(1009, "message larger than max_message_size");
+        fail(1009, "message larger than max_message_size (" +
+                       std::to_string(opt_.max_message_size) + " bytes)");
         return;
     }
     msg_wire_ += plen;
     st_ = ST_PAYLOAD;
-    if (plen == 0) frame_done();
+    if (plen == 0) {
+        if (msg_compressed_ && f_fin_ && !inflate_piece(nullptr, 0, true)) return;
+        frame_done();
+    }
 }
 
 bool Parser::check_text(const uint8_t* p, size_t n) {
@@ -151,16 +162,33 @@ bool Parser::check_text(const uint8_t* p, size_t n) {
     return true;
 }
 
-bool Parser::inflate_status(int result) {
-    if (result == Inflater::TOO_BIG) {
-        fail(1009, "decompressed message larger than max_message_size");
-        return false;
+// Inflate one piece of a compressed message's payload (with the 00 00 FF FF tail when
+// `last`), then check its output. Precedence, as in the reference codec: a corrupt stream
+// (1007), then the decompressed size (1009, but invalid UTF-8 within the allowed bytes is
+// reported first as 1007), then UTF-8 of the whole output.
+bool Parser::inflate_piece(const uint8_t* p, size_t n, bool last) {
+    size_t before = arena_.size();
+    const uint64_t cap = opt_.max_message_size;
+    int r = inflater_->feed(p, n, arena_, msg_out_, cap);
+    if (r == Inflater::OK && last) {
+        r = inflater_->finish(arena_, msg_out_, cap);
+    } else if (r == Inflater::TOO_BIG && last && inflater_->unused() == 0 &&
+               inflater_->corrupt_ahead()) {
+        r = Inflater::CORRUPT;  // what one inflate call over piece + tail reports
     }
-    if (result == Inflater::CORRUPT) {
+    if (r == Inflater::CORRUPT) {
         fail(1007, "corrupt deflate stream");
         return false;
     }
-    return true;
+    bool text = msg_opcode_ == OP_TEXT;
+    if (r == Inflater::TOO_BIG) {
+        size_t allowed_end = msg_start_ + static_cast<size_t>(cap);
+        if (text && allowed_end > before && !check_text(arena_.data() + before, allowed_end - before))
+            return false;
+        fail(1009, "decompressed message larger than " + std::to_string(cap) + " bytes");
+        return false;
+    }
+    return !text || check_text(arena_.data() + before, arena_.size() - before);
 }
 
 // Consume payload bytes of the current frame from data[pos..len); returns the new pos.
@@ -181,7 +209,7 @@ size_t Parser::consume_payload(const uint8_t* data, size_t pos, size_t len) {
             if (msg_opcode_ == OP_TEXT) {
                 if (!check_text(p, take)) return len;
                 if (!utf8_.complete()) {
-                    fail(1007, "text message ends inside a UTF-8 sequence");
+                    fail(1007, "invalid UTF-8 in a text message");
                     return len;
                 }
             }
@@ -195,12 +223,9 @@ size_t Parser::consume_payload(const uint8_t* data, size_t pos, size_t len) {
         f_remaining_ -= take;
         if (msg_opcode_ == OP_TEXT && !check_text(p, take)) return len;
     } else {
-        size_t before = arena_.size();
-        int r = inflater_->feed(p, take, arena_, msg_out_, opt_.max_message_size);
+        bool last = f_fin_ && take == f_remaining_;
         f_remaining_ -= take;
-        if (!inflate_status(r)) return len;
-        if (msg_opcode_ == OP_TEXT && !check_text(arena_.data() + before, arena_.size() - before))
-            return len;
+        if (!inflate_piece(p, take, last)) return len;
     }
     if (f_remaining_ == 0) frame_done();
     return pos + take;
@@ -210,16 +235,10 @@ size_t Parser::consume_payload(const uint8_t* data, size_t pos, size_t len) {
 void Parser::frame_done() {
     st_ = ST_HEADER;
     if (!f_fin_) return;
-    if (msg_compressed_) {
-        size_t before = arena_.size();
-        int r = inflater_->finish(arena_, msg_out_, opt_.max_message_size);
-        if (!inflate_status(r)) return;
-        if (opt_.inflate_no_context_takeover) inflater_->reset();
-        if (msg_opcode_ == OP_TEXT && !check_text(arena_.data() + before, arena_.size() - before))
-            return;
-    }
+    // (A compressed message's last piece, tail included, was inflated by inflate_piece.)
+    if (msg_compressed_ && opt_.inflate_no_context_takeover) inflater_->reset();
     if (msg_opcode_ == OP_TEXT && !utf8_.complete()) {
-        fail(1007, "text message ends inside a UTF-8 sequence");
+        fail(1007, "invalid UTF-8 in a text message");
         return;
     }
     msgs_.push_back(Message{msg_start_, arena_.size() - msg_start_, msg_opcode_, Where::Arena,
@@ -244,7 +263,10 @@ void Parser::control_done() {
     }
     ctrls_.push_back(Control{ctrl_arena_.size(), ctrl_have_, f_opcode_});
     ctrl_arena_.append(ctrl_buf_, ctrl_have_);
-    if (f_opcode_ == OP_CLOSE) closed_ = true;
+    if (f_opcode_ == OP_CLOSE) {
+        closed_ = true;
+        in_msg_ = false;  // a partly received data message is dropped
+    }
 }
 
 void Parser::feed(const uint8_t* data, size_t len) {

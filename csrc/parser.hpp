@@ -40,7 +40,7 @@ struct ParserOptions {
     uint64_t max_message_size = kDefaultMaxMessageSize;
     bool inflate = false;
     bool inflate_no_context_takeover = false;
-    int inflate_window_bits = 15;
+    int inflate_window_bits = 15;  // validated (8..15); inflating always uses 15, see parser.cpp
 };
 
 // Where a completed message's bytes are.
@@ -103,14 +103,14 @@ public:
 private:
     enum State : uint8_t { ST_HEADER, ST_PAYLOAD };
 
-    void fail(int code, const char* reason);
+    void fail(int code, std::string reason);
     bool check_first_two(uint8_t b0, uint8_t b1);
     void begin_frame(const uint8_t* hdr);
     size_t consume_payload(const uint8_t* data, size_t pos, size_t len);
     void frame_done();
     void control_done();
     bool check_text(const uint8_t* p, size_t n);
-    bool inflate_status(int result);
+    bool inflate_piece(const uint8_t* p, size_t n, bool last);
 
     ParserOptions opt_;
     std::unique_ptr<Inflater> inflater_;
