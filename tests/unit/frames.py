@@ -9,7 +9,7 @@ messages, compressed messages) on top of it.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 TAIL = b"\x00\x00\xff\xff"
@@ -117,3 +117,42 @@ def compressed_message(
 
 def join(parts: Iterable[bytes]) -> bytes:
     return b"".join(parts)
+
+
+def split_client_frames(wire: bytes) -> list[tuple[int, int, bytes, bytes]]:
+    """``[(byte0, byte1, mask_key, payload_as_sent)]`` of a byte stream of whole frames
+    (``mask_key`` is empty for unmasked frames)."""
+    out: list[tuple[int, int, bytes, bytes]] = []
+    pos = 0
+    while pos < len(wire):
+        b0, b1 = wire[pos], wire[pos + 1]
+        n = b1 & 0x7F
+        hl = 2
+        if n == 126:
+            n = int.from_bytes(wire[pos + 2 : pos + 4], "big")
+            hl = 4
+        elif n == 127:
+            n = int.from_bytes(wire[pos + 2 : pos + 10], "big")
+            hl = 10
+        key = wire[pos + hl : pos + hl + 4] if b1 & 0x80 else b""
+        start = pos + hl + len(key)
+        if start + n > len(wire):
+            raise ValueError("truncated frame")
+        out.append((b0, b1, key, wire[start : start + n]))
+        pos = start + n
+    return out
+
+
+def to_server(wire: bytes, unmask: Callable[[bytes, bytes], bytes] = xor_mask) -> bytes:
+    """Turn masked client frames into the unmasked frames a server would send (same
+    first byte, same length encoding), unmasking each payload with ``unmask``."""
+    out = bytearray()
+    pos = 0
+    for b0, b1, key, payload in split_client_frames(wire):
+        if not b1 & 0x80:
+            raise ValueError("client frames must be masked")
+        n = b1 & 0x7F
+        ext = 0 if n < 126 else (2 if n == 126 else 8)
+        out += bytes((b0, n)) + wire[pos + 2 : pos + 2 + ext] + unmask(payload, key)
+        pos += 2 + ext + 4 + len(payload)
+    return bytes(out)

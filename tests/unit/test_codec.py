@@ -70,6 +70,7 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
+import frames
 import orjson
 import pytest
 from frames import (
@@ -85,6 +86,7 @@ from frames import (
     compressed_message,
     fragments,
     frame,
+    split_client_frames,
     xor_mask,
 )
 
@@ -136,47 +138,8 @@ def code_of(codec: ModuleType, data: bytes, **kw: Any) -> int | None:
 
 
 def to_server(codec: ModuleType, wire: bytes) -> bytes:
-    """Turn masked client frames into the unmasked frames a server would send."""
-    out = bytearray()
-    pos = 0
-    while pos < len(wire):
-        b0, b1 = wire[pos], wire[pos + 1]
-        assert b1 & 0x80, "client frames must be masked"
-        n = b1 & 0x7F
-        hl = 2
-        if n == 126:
-            n = int.from_bytes(wire[pos + 2 : pos + 4], "big")
-            hl = 4
-        elif n == 127:
-            n = int.from_bytes(wire[pos + 2 : pos + 10], "big")
-            hl = 10
-        key = wire[pos + hl : pos + hl + 4]
-        payload = wire[pos + hl + 4 : pos + hl + 4 + n]
-        out += bytes((b0, b1 & 0x7F)) + wire[pos + 2 : pos + hl]
-        out += codec.apply_mask(payload, key)
-        pos += hl + 4 + n
-    return bytes(out)
-
-
-def split_client_frames(wire: bytes) -> list[tuple[int, int, bytes, bytes]]:
-    """``[(b0, mask_bit_and_len7, key, masked_payload)]`` of a client byte stream."""
-    frames_: list[tuple[int, int, bytes, bytes]] = []
-    pos = 0
-    while pos < len(wire):
-        b0, b1 = wire[pos], wire[pos + 1]
-        n = b1 & 0x7F
-        hl = 2
-        if n == 126:
-            n = int.from_bytes(wire[pos + 2 : pos + 4], "big")
-            hl = 4
-        elif n == 127:
-            n = int.from_bytes(wire[pos + 2 : pos + 10], "big")
-            hl = 10
-        key = wire[pos + hl : pos + hl + 4] if b1 & 0x80 else b""
-        start = pos + hl + len(key)
-        frames_.append((b0, b1, key, wire[start : start + n]))
-        pos = start + n
-    return frames_
+    """Client frames -> server frames, unmasked with the codec's own ``apply_mask``."""
+    return frames.to_server(wire, codec.apply_mask)
 
 
 # ------------------------------------------------------------------ constants, functions
