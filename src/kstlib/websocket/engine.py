@@ -532,7 +532,6 @@ class Engine:
             with self._cond:
                 if self._terminal_error is None:
                     self._terminal_error = exc
-            self.inbox.finish(exc)
         finally:
             self._teardown()
 
@@ -548,13 +547,14 @@ class Engine:
                     self._transition(_S.CLOSED)
                 except IllegalTransitionError:  # pragma: no cover - logged bug
                     log.exception("state bug during teardown")
-            if not self.inbox.finished:
-                self.inbox.finish(self._terminal_error)
             for s in (self._wake_r, self._wake_w):
                 if s is not None:
                     s.close()
             self._wake_r = self._wake_w = None
+            # dead first: a consumer woken by the end of the stream sees is_dead
             self._dead = True
+            if not self.inbox.finished:
+                self.inbox.finish(self._terminal_error)
             self._ack_seq += 1
             self._cmd_pending = False
             self._cond.notify_all()
@@ -585,11 +585,11 @@ class Engine:
                     pass
             return out
 
-    def _fail(self, error: BaseException, to: ConnectionState = _S.DISCONNECTED) -> None:
+    def _fail(self, error: BaseException) -> None:
+        """Give up: the error reaches the consumer (stream / connect) at teardown."""
         with self._cond:
             self._terminal_error = error
-            self._transition(to)
-        self.inbox.finish(error)
+            self._transition(_S.DISCONNECTED)
 
     def _main(self, delay: float) -> None:
         s = self.settings
@@ -682,12 +682,8 @@ class Engine:
             # reactive
             if not s.auto_reconnect:
                 code = ending.code if ending.code is not None else 1006
-                error = WebSocketClosedError(code, ending.text or reason.value)
-                with self._cond:
-                    self._terminal_error = error
-                    self._transition(_S.DISCONNECTED)
+                self._fail(WebSocketClosedError(code, ending.text or reason.value))
                 self._record_disconnect(link, ending)
-                self.inbox.finish(error)
                 return
             self._transition(_S.RECONNECTING)
             self._record_disconnect(link, ending)
