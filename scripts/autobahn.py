@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTOBAHN_DIR = ROOT / ".autobahn"
@@ -235,6 +236,34 @@ def _read_reports(outdir: Path, agent: str, codec: str) -> AgentReport:
     return report
 
 
+def _start_server(workdir: Path, cases: list[str]) -> tuple[subprocess.Popen[bytes], str, Any]:
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}"
+    spec = {
+        "url": url,
+        "outdir": "./reports/clients",
+        "cases": cases,
+        "exclude-cases": [],
+        "exclude-agent-cases": {},
+    }
+    (workdir / "spec.json").write_text(json.dumps(spec, indent=2))
+    log = (workdir / "wstest.log").open("wb")
+    server = subprocess.Popen(
+        [str(WSTEST), "-m", "fuzzingserver", "-s", "spec.json", "--webport", "0"],
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        _wait_listening(port, server, 60.0)
+    except BaseException:
+        _stop(server)
+        log.close()
+        raise
+    return server, url, log
+
+
 def run_suite(
     codecs: list[str],
     cases: list[str] | None = None,
@@ -242,11 +271,13 @@ def run_suite(
     workdir: Path | None = None,
     client_timeout: float = 3600.0,
 ) -> list[AgentReport]:
-    """Run the fuzzing server once and the echo client once per codec; return the reports.
+    """Run the selected cases against the echo client once per codec; return the reports.
 
-    The server runs in a temporary directory (or ``workdir``) on a free port of
-    127.0.0.1 and is always stopped.  Raises ``RuntimeError`` when the suite could not
-    run (no ``wstest``, server did not start, no report for an agent).
+    Each codec gets its own fuzzing server (a free port of 127.0.0.1, its own directory
+    under a temporary one, or under ``workdir``) and the codecs run *in parallel*: the
+    single-threaded Python 2 server is the bottleneck, so two server/client pairs use
+    both cores.  Servers are always stopped.  Raises ``RuntimeError`` when the suite
+    could not run (no ``wstest``, a server did not start, a client failed, no report).
     """
     if not WSTEST.exists():
         raise RuntimeError(f"{WSTEST} missing: run `python scripts/autobahn.py setup`")
@@ -255,69 +286,60 @@ def run_suite(
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="kstlib-autobahn-")
         workdir = Path(tmp.name)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([_kstlib_path(), *filter(None, [env.get("PYTHONPATH")])])
+    servers: list[tuple[subprocess.Popen[bytes], Any]] = []
+    clients: list[tuple[str, Path, subprocess.Popen[bytes], float]] = []
     try:
-        port = free_port()
-        spec = {
-            "url": f"ws://127.0.0.1:{port}",
-            "outdir": "./reports/clients",
-            "cases": cases,
-            "exclude-cases": [],
-            "exclude-agent-cases": {},
-        }
-        (workdir / "spec.json").write_text(json.dumps(spec, indent=2))
-        log = (workdir / "wstest.log").open("wb")
-        server = subprocess.Popen(
-            [str(WSTEST), "-m", "fuzzingserver", "-s", "spec.json"],
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        reports = []
-        try:
-            _wait_listening(port, server, 60.0)
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(
-                [_kstlib_path(), *filter(None, [env.get("PYTHONPATH")])]
+        for codec in codecs:
+            codec_dir = workdir / codec
+            codec_dir.mkdir(parents=True, exist_ok=True)
+            server, url, log = _start_server(codec_dir, cases)
+            servers.append((server, log))
+            client_env = dict(env, KSTLIB_WS_PURE_PYTHON="1" if codec == "python" else "0")
+            cmd = [
+                sys.executable,
+                str(ECHO_CLIENT),
+                "--server",
+                url,
+                "--agent",
+                f"{AGENT_PREFIX}-{codec}",
+                "--expect-codec",
+                codec,
+            ]
+            clients.append(
+                (codec, codec_dir, subprocess.Popen(cmd, env=client_env), time.monotonic())
             )
-            runs = []
-            for codec in codecs:
-                env["KSTLIB_WS_PURE_PYTHON"] = "1" if codec == "python" else "0"
-                agent = f"{AGENT_PREFIX}-{codec}"
-                started = time.monotonic()
-                proc = subprocess.run(
-                    [
-                        sys.executable,
-                        str(ECHO_CLIENT),
-                        "--server",
-                        spec["url"],
-                        "--agent",
-                        agent,
-                        "--expect-codec",
-                        codec,
-                    ],
-                    env=env,
-                    timeout=client_timeout,
-                    check=False,
-                )
-                runs.append((codec, agent, proc.returncode, time.monotonic() - started))
-        finally:
-            _stop(server)
-            log.close()
-        outdir = workdir / "reports" / "clients"
-        for codec, agent, rc, seconds in runs:
+        deadline = time.monotonic() + client_timeout
+        reports = []
+        for codec, codec_dir, proc, started in clients:
+            try:
+                rc = proc.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"echo client ({codec}) did not finish in time") from None
+            seconds = time.monotonic() - started
             if rc != 0:
                 raise RuntimeError(f"echo client ({codec}) exited with status {rc}")
+            outdir = codec_dir / "reports" / "clients"
             if not (outdir / "index.json").exists():
-                raise RuntimeError(f"no index.json in {outdir}; see {workdir / 'wstest.log'}")
-            report = _read_reports(outdir, agent, codec)
+                raise RuntimeError(f"no index.json in {outdir}; see {codec_dir / 'wstest.log'}")
+            report = _read_reports(outdir, f"{AGENT_PREFIX}-{codec}", codec)
             if not report.cases:
-                raise RuntimeError(f"no results for agent {agent} in index.json")
+                raise RuntimeError(f"no results for codec {codec} in index.json")
             report.client_seconds = seconds
             report.client_returncode = rc
             reports.append(report)
         return reports
     finally:
+        for _codec, _dir, proc, _started in clients:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for server, log in servers:
+            _stop(server)
+            log.close()
         if tmp is not None:
             tmp.cleanup()
 
