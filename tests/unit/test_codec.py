@@ -22,10 +22,15 @@ below, and the C++ module must make the same one (the tests pin each of them):
  6. Inflating always uses a 15-bit (32 KiB) window whatever ``inflate_window_bits`` (which
     is only validated, 8..15): zlib enforces a smaller window only across output buffers,
     so it would make the result depend on the chunking.
- 7. Decompressed size versus UTF-8 versus corrupt data, all in stream order: when an
-    inflated piece passes the limit, the part that fits is UTF-8-checked first (invalid:
-    1007), then 1009. A corrupt stream is 1007 unless the limit was passed before the
-    corruption was reached (inflate with an output cap of limit + 1 bytes).
+ 7. Inflating is done per frame: a compressed frame is inflated in ONE zlib pass once its
+    whole payload is in (the final frame with 00 00 ff ff appended, in the same pass),
+    with the output capped at limit + 1 bytes for the message. zlib decodes ahead of a
+    full output buffer (the next block header or code), so inflating arbitrary chunks
+    would make "corrupt" (1007) versus "too big" (1009) depend on the chunking. Within a
+    pass: a zlib error is 1007 (even if the output reached the cap in that pass, as
+    zlib reports it); otherwise, when the output passes the limit, the part that fits is
+    UTF-8-checked first (invalid: 1007), then 1009. UTF-8 of compressed text is checked
+    per frame (uncompressed text per received piece, decision 5).
  8. A deflate block with BFINAL=1 ends the raw stream; the rest of the message (and the
     appended 00 00 ff ff) goes to a new raw stream whose preset dictionary is the last
     32 KiB of inflated output since the last reset (RFC 7692 7.2.3.3). With
@@ -928,6 +933,23 @@ def test_decompressed_size_limit(codec: ModuleType) -> None:
     assert code_of(codec, data, **kw) == 1009
     data = compressed_message(Compressor(), OP_TEXT, text + "z", [2, 3])
     assert code_of(codec, data, **kw) == 1009
+
+
+def test_corrupt_after_the_limit_is_chunking_invariant(codec: ModuleType) -> None:
+    """Decision 7: the frame's output reaches the limit, then an invalid block header
+    follows. zlib reads that header even with a full output buffer, so a frame inflated in
+    one pass is 1007 - whatever the chunking, because frames are inflated whole."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = c.compress(b"a" * 101) + c.flush(zlib.Z_SYNC_FLUSH)  # 00 00 ff ff kept
+    for extra, expected in ((b"\xff", 1007), (b"", 1009)):
+        data = frame(OP_BINARY, body + extra, rsv1=True)
+        for cut in range(len(data) + 1):
+            result = run(codec, data, [cut], inflate=True, max_message_size=100)
+            assert result == ([], [], expected), (extra, cut)
+    # over two frames: the first one passes the limit, the second one is corrupt
+    data = frame(OP_BINARY, body, rsv1=True, fin=False) + frame(OP_CONT, b"\xff")
+    for cut in range(len(data) + 1):
+        assert run(codec, data, [cut], inflate=True, max_message_size=100)[2] == 1009
 
 
 def test_compressed_wire_size_limit(codec: ModuleType) -> None:

@@ -170,6 +170,8 @@ def piece(draw: st.DrawFn, opts: Opts, comp: Compressor | None) -> bytes:
             body = comp.compress(b"a" * size + bad)
         else:
             body = comp.compress(bad + b"a" * size)
+        if draw(st.booleans()):  # then something zlib reads ahead of a full output buffer
+            body += b"\x00\x00\xff\xff" + draw(st.binary(min_size=1, max_size=3))
         return b"".join(fragments(op, body, _sizes(draw, len(body)), rsv1=True))
     op = draw(st.sampled_from([OP_TEXT, OP_BINARY]))
     shape = draw(st.integers(0, 3))

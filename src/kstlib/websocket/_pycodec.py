@@ -38,6 +38,11 @@ Behaviour beyond the contract (these are shared with the C++ module and pinned b
   part of that piece that fits is UTF-8 checked first: invalid UTF-8 within the allowed
   bytes is 1007, otherwise 1009. This keeps the outcome independent of the chunking.
   A corrupt stream is 1007 unless the limit was passed before the corruption was reached.
+  Each compressed frame is inflated in one zlib pass once its payload is complete (the
+  final frame with ``00 00 ff ff`` appended, in the same pass), with the output capped at
+  ``limit + 1`` bytes for the message: zlib decodes ahead of a full output buffer (a block
+  header, the next code), so inflating arbitrary chunks would make "corrupt" versus "too
+  big" depend on the chunking. UTF-8 of compressed text is thus checked per frame.
 * Deflating uses zlib level 6 (the default), memLevel 8, the default strategy, and a
   window of ``max(9, deflate_window_bits)`` bits: zlib refuses raw streams with an 8-bit
   window, and its compressor never emits a distance larger than the window size minus
@@ -228,6 +233,7 @@ class FrameParser:
         "_msg_wire",
         "_pieces",
         "_strs",
+        "_zbuf",
     )
 
     def __init__(
@@ -271,6 +277,7 @@ class FrameParser:
         self._msg_len = 0
         self._pieces: list[bytes] = []
         self._strs: list[str] = []
+        self._zbuf: list[bytes] = []  # compressed bytes of the current, incomplete frame
         self._dec: codecs.IncrementalDecoder | None = None
         self._messages_received = 0
         self._bytes_received = 0
@@ -345,9 +352,8 @@ class FrameParser:
                     pos += left
                     self._f_left = 0
                     self._in_payload = False
-                    final = self._f_fin
-                    if left or final:
-                        err = self._data(piece, final, messages)
+                    if left or self._f_fin or self._zbuf:
+                        err = self._data(piece, True, messages)
                 if err is not None:
                     break
                 continue
@@ -453,15 +459,31 @@ class FrameParser:
         self._msg_len = 0
         self._pieces = []
         self._strs = []
+        self._zbuf = []
         self._dec = None
         self._in_payload = False
 
-    def _data(self, piece: bytes, final: bool, out: list[Any]) -> WebSocketProtocolError | None:
-        """Take payload bytes of the current data message; deliver it when ``final``."""
+    def _data(self, piece: bytes, frame_end: bool, out: list[Any]) -> WebSocketProtocolError | None:
+        """Take payload bytes of the current data message (``frame_end``: the last bytes
+        of the current frame); deliver the message after its final frame."""
         text = self._msg_op == OP_TEXT
+        final = frame_end and self._f_fin
         if self._msg_compressed:
+            # A compressed frame is inflated in one go once complete (with the 00 00 ff ff
+            # tail after the final one): zlib looks ahead (it decodes the next block header
+            # or code even when the output is full), so inflating arbitrary chunks would make
+            # "corrupt" versus "too big" depend on how the input was split.
+            if not frame_end:
+                self._zbuf.append(piece)
+                return None
+            if self._zbuf:
+                self._zbuf.append(piece)
+                piece = b"".join(self._zbuf)
+                self._zbuf = []
             if final:
                 piece += _TAIL
+            elif not piece:
+                return None
             allowed = self._max - self._msg_len
             try:
                 inflated, too_big = self._inflate_piece(piece, allowed)
