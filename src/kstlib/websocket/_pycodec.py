@@ -15,12 +15,13 @@ This module implements, in plain Python, exactly the interface described in
 Behaviour beyond the contract (these are shared with the C++ module and pinned by
 ``tests/unit/test_codec.py``):
 
-* The two checks families run in stream order. Everything decidable from the first two
-  header bytes (RSV bits, opcode, FIN on control frames, 7-bit length of control frames,
-  continuation/new-message state, MASK bit) is checked as soon as those two bytes are
-  available; the 64-bit length and the message size once the extended length is complete;
-  a control frame (and so a close payload) once its whole payload is available; UTF-8 of a
-  text message on every payload piece as it arrives.
+* Checks run in stream order, as soon as the bytes they need are there. Everything
+  decidable from the first two header bytes (RSV bits, opcode, FIN on control frames,
+  7-bit length of control frames, continuation/new-message state, MASK bit) is checked
+  once those two bytes are in; the 64-bit length and the message size once the extended
+  length is complete; a control frame (and so a close payload, code before reason) once
+  its whole payload is in; UTF-8 of an uncompressed text message on every payload piece as
+  it arrives (an impossible prefix such as ``ED A0`` fails at once).
 * Lengths need not use the minimal encoding (a 16-bit length of 5 is accepted).
 * ``max_message_size`` applies to data messages only (control frames are at most 125
   bytes anyway). For a compressed message it bounds both the sum of the frame payload
@@ -34,15 +35,13 @@ Behaviour beyond the contract (these are shared with the C++ module and pinned b
   appended ``00 00 ff ff``) starts a new raw stream whose preset dictionary is the last
   32 KiB of output since the last reset (RFC 7692 section 7.2.3.3; what zlib's
   ``inflateGetDictionary`` + ``inflateSetDictionary`` do).
-* When the decompressed size passes the limit in the middle of an inflated piece, the
-  part of that piece that fits is UTF-8 checked first: invalid UTF-8 within the allowed
-  bytes is 1007, otherwise 1009. This keeps the outcome independent of the chunking.
-  A corrupt stream is 1007 unless the limit was passed before the corruption was reached.
-  Each compressed frame is inflated in one zlib pass once its payload is complete (the
-  final frame with ``00 00 ff ff`` appended, in the same pass), with the output capped at
-  ``limit + 1`` bytes for the message: zlib decodes ahead of a full output buffer (a block
+* Each compressed frame is inflated in one zlib pass once its payload is complete (the
+  final frame with ``00 00 ff ff`` appended, in the same pass), with the message's output
+  capped at ``limit + 1`` bytes: zlib decodes ahead of a full output buffer (a block
   header, the next code), so inflating arbitrary chunks would make "corrupt" versus "too
-  big" depend on the chunking. UTF-8 of compressed text is thus checked per frame.
+  big" depend on the chunking. Within a pass a zlib error is 1007; otherwise, when the
+  output passes the limit, the part that fits is UTF-8-checked first (invalid: 1007), then
+  1009. UTF-8 of compressed text is checked per frame.
 * Deflating uses zlib level 6 (the default), memLevel 8, the default strategy, and a
   window of ``max(9, deflate_window_bits)`` bits: zlib refuses raw streams with an 8-bit
   window, and its compressor never emits a distance larger than the window size minus
