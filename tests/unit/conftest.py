@@ -3,7 +3,8 @@
 ``codec`` is parametrised over ``"python"`` (``kstlib.websocket._pycodec``, the reference)
 and ``"cpp"`` (``kstlib.websocket._speedups``). A missing C++ module is a test failure,
 not a skip: the C++ codec is part of the product. Only with ``KSTLIB_WS_PURE_PYTHON=1`` in
-the environment are the ``cpp`` cases skipped (with the reason shown).
+the environment (any value but empty or ``0``, as ``codec.load`` reads it) are the ``cpp``
+cases skipped, with the reason shown.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ CODEC_MODULES = {
 
 
 def _pure_python_forced() -> bool:
-    return os.environ.get("KSTLIB_WS_PURE_PYTHON", "") == "1"
+    # the same reading as kstlib.websocket.codec.load()
+    return os.environ.get("KSTLIB_WS_PURE_PYTHON", "") not in ("", "0")
 
 
 def load_codec(name: str) -> ModuleType:
