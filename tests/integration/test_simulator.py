@@ -101,12 +101,13 @@ def _fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-def _sim_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("kstlib-exchange-simulator")]
+def _sim_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("kstlib-exchange-simulator")}
 
 
 def test_start_stop_urls_and_no_leaks() -> None:
     before = _fds()
+    threads = _sim_threads()  # other tests' simulators, if any, are not ours to judge
     sim = ExchangeSimulator(event_rate=100)
     with contextlib.ExitStack() as stack:
         with sim:
@@ -117,7 +118,7 @@ def test_start_stop_urls_and_no_leaks() -> None:
             assert sim.combined_url(["a@trade", "b@kline_1m"]) == (
                 f"{sim.url}/stream?streams=a@trade/b@kline_1m"
             )
-            assert len(_sim_threads()) == 1
+            assert len(_sim_threads() - threads) == 1
             with connect(sim.stream_url("btcusdt@trade")) as ws:
                 recv_json(ws)
             clients = [
@@ -132,7 +133,7 @@ def test_start_stop_urls_and_no_leaks() -> None:
                     ws.recv(timeout=5)
             assert info.value.rcvd is not None and info.value.rcvd.code == 1001
     assert not sim.is_running
-    assert _sim_threads() == []
+    assert _sim_threads() == threads
     assert _fds() == before
     sim.stop()  # idempotent
 
@@ -142,7 +143,7 @@ def test_start_stop_urls_and_no_leaks() -> None:
     with sim, connect(sim.stream_url("btcusdt@trade")) as ws:
         assert sim.port == port
         assert recv_json(ws)["t"] > last
-    assert _sim_threads() == []
+    assert _sim_threads() == threads
 
 
 def test_start_twice_and_calls_when_stopped() -> None:
@@ -156,12 +157,13 @@ def test_start_twice_and_calls_when_stopped() -> None:
 
 
 def test_bind_error_is_raised_by_start() -> None:
+    threads = _sim_threads()
     with ExchangeSimulator(event_rate=0) as sim:
         other = ExchangeSimulator(port=sim.port, event_rate=0)
         with pytest.raises(OSError):
             other.start()
         assert not other.is_running
-    assert _sim_threads() == []
+    assert _sim_threads() == threads
 
 
 # --------------------------------------------------------------------------- streams
@@ -402,6 +404,45 @@ def test_rate_limit_allows_traffic_under_the_limit(exchange_simulator_factory: F
     assert sim.connection_info().cause is None
 
 
+def test_connection_attempts_are_throttled(exchange_simulator_factory: Factory) -> None:
+    sim = exchange_simulator_factory(event_rate=0, max_connection_attempts=(2, 60.0))
+    for _ in range(2):
+        with connect(sim.stream_url()):
+            pass
+    with pytest.raises(InvalidStatus) as info:
+        connect(sim.stream_url())
+    assert info.value.response.status_code == 429
+    assert int(info.value.response.headers["Retry-After"]) >= 1
+    assert sim.total_connections == 2 and sim.refused_handshakes == 1
+
+
+def test_slow_consumer_is_disconnected(exchange_simulator_factory: Factory) -> None:
+    sim = exchange_simulator_factory(event_rate=20_000, max_write_buffer=64 * 1024)
+    small = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+    ws = websocket.create_connection(sim.stream_url("btcusdt@trade"), timeout=10, sockopt=small)
+    try:  # never reads
+        assert sim.wait_until(lambda: sim.connection_info().cause == "slow_consumer", 30)
+    finally:
+        ws.close()
+    assert sim.wait_until(lambda: sim.connection_count == 0, 10)
+
+
+def test_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        sim = ExchangeSimulator("::1", event_rate=50).start()
+    except OSError:
+        pytest.skip("::1 not available")
+    try:
+        with connect(sim.stream_url("btcusdt@trade")) as ws:
+            assert sim.url.startswith("ws://[::1]:")
+            assert recv_json(ws)["t"] >= 1
+            assert sim.connection_info().remote is not None
+    finally:
+        sim.stop()
+
+
 def test_announce_shutdown_then_close(sim: ExchangeSimulator) -> None:
     with connect(sim.combined_url(["btcusdt@trade"])) as old:
         assert sim.wait_for_connections(1)
@@ -625,6 +666,7 @@ def test_drop_after_accept(sim: ExchangeSimulator) -> None:
 
 
 def test_stop_is_prompt_with_silent_and_pending_connections() -> None:
+    threads = _sim_threads()
     sim = ExchangeSimulator(event_rate=50, close_timeout=30).start()
     silent = websocket.create_connection(sim.stream_url("btcusdt@trade"), timeout=10)
     raw = socket.create_connection(("127.0.0.1", sim.port))  # TCP only, no handshake
@@ -639,7 +681,7 @@ def test_stop_is_prompt_with_silent_and_pending_connections() -> None:
         )
         assert sim.wait_until(lambda: sim.handshake_attempts == 2)
         sim.stop(timeout=10)  # must not wait for close_timeout (30 s) nor the delay
-        assert _sim_threads() == []
+        assert _sim_threads() == threads
         pending.settimeout(10)
         while pending.recv(4096):  # closed by the server
             pass

@@ -42,7 +42,9 @@ Control messages (JSON text from the client)
 Rules (constructor options, off by default)
     ``ping_interval`` + ``pong_timeout`` (close 1008), ``max_connection_age`` (close
     1000), ``max_incoming_rate`` (messages per second including pings and pongs;
-    close 1008), ``max_streams_per_connection`` (1024), and
+    close 1008), ``max_connection_attempts`` (handshakes per window; HTTP 429),
+    ``max_streams_per_connection`` (1024), ``max_write_buffer`` (slow consumer,
+    close 1008), and
     :meth:`~ExchangeSimulator.announce_shutdown` (``{"e":"serverShutdown","E":ms}``).
 
 Fault switches (thread-safe, while running)

@@ -234,6 +234,16 @@ class SimServer:
                 if conn.kst_live.record.cause is None:
                     conn.kst_live.record.cause = cause
 
+    def _later(self, delay: float, callback: Any, *args: Any) -> None:
+        """``loop.call_later`` whose handle is cancelled by :meth:`shutdown`."""
+
+        def run() -> None:
+            self.timers.discard(handle)
+            callback(*args)
+
+        handle = self.loop.call_later(delay, run)
+        self.timers.add(handle)
+
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = self.loop.create_task(coro)
         self.tasks.add(task)
@@ -252,6 +262,11 @@ class SimServer:
                 await asyncio.wait_for(self.stopping.wait(), delay)
         if self.stopping.is_set():
             return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Server is shutting down.\n")
+        throttled = self._throttle()
+        if throttled is not None:
+            response = conn.respond(http.HTTPStatus.TOO_MANY_REQUESTS, "Too many connections\n")
+            response.headers["Retry-After"] = str(max(1, round(throttled)))
+            return response
         with shared.cond:
             faults = shared.faults
             status = faults.refuse_status
@@ -274,6 +289,23 @@ class SimServer:
                 response.headers[name] = value
             return response
         return self._route(conn, request)
+
+    def _throttle(self) -> float | None:
+        """Apply ``max_connection_attempts``; seconds until a slot frees, or None."""
+        limit = self.opts.max_connection_attempts
+        if limit is None:
+            return None
+        count, window = limit
+        now = self.loop.time()
+        with self.shared.lock:
+            times = self.shared.attempt_times
+            times.append(now)
+            while times and times[0] <= now - window:
+                times.popleft()
+            if len(times) <= count:
+                return None
+            self.shared.refused_handshakes += 1
+            return times[0] + window - now
 
     def _route(self, conn: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
@@ -433,6 +465,8 @@ class SimServer:
     def _write(self, live: _Live, payload: bytes) -> bool:
         conn = live.conn
         if conn.kst_silent or conn.protocol.state is not State.OPEN:
+            return False
+        if conn.transport.is_closing():  # lost, connection_lost() not yet called
             return False
         try:
             conn.protocol.send_text(payload)
@@ -704,8 +738,7 @@ class SimServer:
                 live.conn.transport.write(data)
             if kind == "truncated_reset":
                 # Give the partial frame time to reach the peer before the RST.
-                timer = self.loop.call_later(0.05, self._reset, live, "malformed")
-                self.timers.add(timer)
+                self._later(0.05, self._reset, live, "malformed")
         return len(lives)
 
     def announce_shutdown(self, close_after: float | None, only: int | None) -> int:
@@ -714,8 +747,5 @@ class SimServer:
         for live in lives:
             self._write(live, payload)
             if close_after is not None:
-                timer = self.loop.call_later(
-                    close_after, self.disconnect, live, "shutdown", 1001, "Server shutdown"
-                )
-                self.timers.add(timer)
+                self._later(close_after, self.disconnect, live, "shutdown", 1001, "Server shutdown")
         return len(lives)

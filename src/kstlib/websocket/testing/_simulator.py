@@ -67,6 +67,10 @@ class ExchangeSimulator:
         max_incoming_rate: close with 1008 ``"Too many requests"`` a connection on
             which the client sent more than this many messages within one second;
             data messages, pings and pongs all count (Binance: 5).
+        max_connection_attempts: ``(n, window)``: at most ``n`` opening handshakes
+            per ``window`` seconds (counted on the whole server, refused ones
+            included); beyond, HTTP 429 with ``Retry-After`` (Binance: 300 per 5
+            minutes per IP).
         max_streams_per_connection: more streams in the URL -> HTTP 400; a
             ``SUBSCRIBE`` that would exceed it -> error reply (Binance: 1024).
         compression: ``"deflate"`` accepts permessage-deflate when offered; ``None``
@@ -96,6 +100,7 @@ class ExchangeSimulator:
         pong_timeout: float = 10.0,
         max_connection_age: float | None = None,
         max_incoming_rate: float | None = None,
+        max_connection_attempts: tuple[int, float] | None = None,
         max_streams_per_connection: int = 1024,
         compression: str | None = "deflate",
         close_timeout: float = 2.0,
@@ -114,6 +119,10 @@ class ExchangeSimulator:
         ):
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if max_connection_attempts is not None and (
+            max_connection_attempts[0] < 1 or max_connection_attempts[1] <= 0
+        ):
+            raise ValueError("max_connection_attempts must be (n >= 1, window > 0)")
         if max_streams_per_connection < 1:
             raise ValueError("max_streams_per_connection must be >= 1")
         if compression not in (None, "deflate"):
@@ -129,6 +138,7 @@ class ExchangeSimulator:
             pong_timeout=pong_timeout,
             max_connection_age=max_connection_age,
             max_incoming_rate=max_incoming_rate,
+            max_connection_attempts=max_connection_attempts,
             max_streams_per_connection=max_streams_per_connection,
             compression=compression,
             close_timeout=close_timeout,
@@ -181,6 +191,8 @@ class ExchangeSimulator:
 
         Idempotent; a no-op when not running.
         """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("stop() cannot be called from the simulator's own thread")
         with self._lifecycle:
             thread, loop, event = self._thread, self._loop, self._stop_event
             if thread is None:
@@ -425,7 +437,8 @@ class ExchangeSimulator:
 
     @property
     def refused_handshakes(self) -> int:
-        """Handshakes answered with the :meth:`refuse_handshake` status."""
+        """Handshakes refused: :meth:`refuse_handshake` statuses and the 429s of
+        ``max_connection_attempts``."""
         with self._shared.lock:
             return self._shared.refused_handshakes
 

@@ -38,6 +38,7 @@ class SimulatorOptions:
     pong_timeout: float = 10.0
     max_connection_age: float | None = None
     max_incoming_rate: float | None = None
+    max_connection_attempts: tuple[int, float] | None = None
     max_streams_per_connection: int = 1024
     compression: str | None = "deflate"
     close_timeout: float = 2.0
@@ -161,6 +162,7 @@ class SharedState:
         self.refused_handshakes = 0
         self.events_published = 0
         self.faults = _Faults()
+        self.attempt_times: deque[float] = deque()
         # Generators persist across stop()/start(), so ids keep increasing.
         self.generators: dict[str, TradeGenerator | KlineGenerator] = {}
 
