@@ -13,7 +13,7 @@ constexpr size_t kOutStep = 16384;
 const uint8_t kTail[4] = {0x00, 0x00, 0xFF, 0xFF};
 }  // namespace
 
-Inflater::Inflater(int window_bits) : window_bits_(window_bits) {
+Inflater::Inflater(int window_bits) {
     if (window_bits < 8 || window_bits > 15) throw std::invalid_argument("window_bits");
     int rc = inflateInit2(&strm_, -window_bits);
     if (rc == Z_MEM_ERROR) throw std::bad_alloc();
@@ -115,15 +115,13 @@ Deflater::~Deflater() { deflateEnd(&strm_); }
 
 void Deflater::reset() { deflateReset(&strm_); }
 
+// The same zlib call sequence as Python's compress() + flush(Z_SYNC_FLUSH): all input with
+// Z_NO_FLUSH, then Z_SYNC_FLUSH with no input. (A lone Z_SYNC_FLUSH right after another
+// one with no new input makes zlib emit nothing at all, so a second empty message in a
+// row would come out as an empty payload, which the peer cannot inflate.)
 void Deflater::compress(const uint8_t* in, size_t n, ByteBuf& out) {
     size_t start = out.size();
-    do {
-        size_t slice = std::min(n, kMaxZChunk);
-        strm_.next_in = const_cast<Bytef*>(in);
-        strm_.avail_in = static_cast<uInt>(slice);
-        in += slice;
-        n -= slice;
-        int flush = n == 0 ? Z_SYNC_FLUSH : Z_NO_FLUSH;
+    auto run = [&](int flush) {
         do {
             out.reserve_extra(std::max<size_t>(kOutStep, strm_.avail_in / 2 + 64));
             size_t give = std::min(out.spare(), kMaxZChunk);
@@ -132,8 +130,19 @@ void Deflater::compress(const uint8_t* in, size_t n, ByteBuf& out) {
             int rc = deflate(&strm_, flush);
             out.commit(give - strm_.avail_out);
             if (rc == Z_STREAM_ERROR) throw std::runtime_error("deflate failed");
-        } while (strm_.avail_out == 0);
+        } while (strm_.avail_out == 0 || strm_.avail_in != 0);
+    };
+    do {  // at least once, even for no input: that resets zlib's "last flush" to none
+        size_t slice = std::min(n, kMaxZChunk);
+        strm_.next_in = const_cast<Bytef*>(in);
+        strm_.avail_in = static_cast<uInt>(slice);
+        in += slice;
+        n -= slice;
+        run(Z_NO_FLUSH);
     } while (n > 0);
+    strm_.next_in = nullptr;
+    strm_.avail_in = 0;
+    run(Z_SYNC_FLUSH);
     size_t len = out.size() - start;
     if (len >= 4 && std::equal(kTail, kTail + 4, out.data() + out.size() - 4)) out.truncate(out.size() - 4);
 }

@@ -48,7 +48,6 @@ private:
     Result run(const uint8_t* in, size_t n, ByteBuf& out, uint64_t& produced, uint64_t cap);
     void restart_keeping_window();
     z_stream strm_{};
-    int window_bits_;
     size_t unused_ = 0;
     bool ok_ = false;
 };

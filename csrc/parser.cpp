@@ -9,7 +9,6 @@ namespace kws {
 namespace {
 
 inline bool is_control(uint8_t op) { return op >= 8; }
-inline bool is_known(uint8_t op) { return op <= 2 || (op >= 8 && op <= 10); }
 inline size_t header_size(uint8_t b1) {
     uint8_t len7 = b1 & 0x7F;
     return len7 == 126 ? 4 : (len7 == 127 ? 10 : 2);
