@@ -156,6 +156,22 @@ def test_start_twice_and_calls_when_stopped() -> None:
         sim.reset_all()
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"event_rate": -1},
+        {"kline_seconds": 0},
+        {"kline_seconds": {"1m": -5}},
+        {"max_streams_per_connection": 0},
+        {"compression": "zstd"},
+        {"max_connection_attempts": (0, 1.0)},
+    ],
+)
+def test_invalid_options_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        ExchangeSimulator(**options)
+
+
 def test_bind_error_is_raised_by_start() -> None:
     threads = _sim_threads()
     with ExchangeSimulator(event_rate=0) as sim:

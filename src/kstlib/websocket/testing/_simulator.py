@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import threading
 import time
@@ -22,6 +20,9 @@ from kstlib.websocket.testing._state import (
 )
 
 if TYPE_CHECKING:
+    import asyncio
+    import concurrent.futures
+
     from kstlib.websocket.testing._server import SimServer
 
 __all__ = ["ExchangeSimulator"]
@@ -123,6 +124,15 @@ class ExchangeSimulator:
             max_connection_attempts[0] < 1 or max_connection_attempts[1] <= 0
         ):
             raise ValueError("max_connection_attempts must be (n >= 1, window > 0)")
+        lengths = (
+            list(kline_seconds.values())
+            if isinstance(kline_seconds, Mapping)
+            else [kline_seconds]
+            if kline_seconds is not None
+            else []
+        )
+        if any(not isinstance(v, (int, float)) or v * 1000 < 1 for v in lengths):
+            raise ValueError(f"kline_seconds must be >= 0.001 s, got {kline_seconds!r}")
         if max_streams_per_connection < 1:
             raise ValueError("max_streams_per_connection must be >= 1")
         if compression not in (None, "deflate"):
@@ -208,6 +218,8 @@ class ExchangeSimulator:
             self._stop_event = None
 
     def _thread_main(self, ready: threading.Event) -> None:
+        import asyncio  # here, not at module level: importing this module stays cheap
+
         try:
             asyncio.run(self._amain(ready))
         except BaseException as exc:
@@ -218,6 +230,8 @@ class ExchangeSimulator:
                 LOGGER.exception("exchange simulator crashed")
 
     async def _amain(self, ready: threading.Event) -> None:
+        import asyncio
+
         from kstlib.websocket.testing._server import SimServer
 
         server = SimServer(self._shared, self._port)
@@ -291,6 +305,8 @@ class ExchangeSimulator:
             raise RuntimeError("ExchangeSimulator is not running")
         if threading.current_thread() is self._thread:
             return fn(server)
+        import concurrent.futures
+
         future: concurrent.futures.Future[_T] = concurrent.futures.Future()
 
         def run() -> None:
