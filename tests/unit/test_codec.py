@@ -817,6 +817,33 @@ def test_bfinal_block_restarts_with_the_window(codec: ModuleType) -> None:
     assert run(codec, data, inflate=True) == (["Hello"] * 3, [], None)
 
 
+def test_bfinal_restarts_keep_32k_of_history(codec: ModuleType) -> None:
+    """Several final blocks in one message and across messages: each new raw stream sees
+    the last 32 KiB of output (earlier messages and the same frame) as its dictionary."""
+    history = b""
+
+    def stream(data: bytes, final: bool) -> bytes:
+        nonlocal history
+        kw = {"zdict": history[-32768:]} if history else {}
+        c = zlib.compressobj(6, zlib.DEFLATED, -15, **kw)
+        out = c.compress(data) + c.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+        history += data
+        return out if final else out[: -len(TAIL)]
+
+    first = os.urandom(20000)
+    x, y = os.urandom(3000), os.urandom(30000)
+    second = [x, first[:5000] + x[:100], y + first[-2000:] + x]
+    third = second[2][-30000:] + first[-1000:]
+    msgs = [frame(OP_BINARY, stream(first, True) + b"\x00", rsv1=True)]
+    body = stream(second[0], True) + stream(second[1], True) + stream(second[2], False)
+    msgs += fragments(OP_BINARY, body, [len(body) // 2], rsv1=True)
+    msgs.append(frame(OP_BINARY, stream(third, True) + b"\x00", rsv1=True))
+    data = b"".join(msgs)
+    expected = ([first, b"".join(second), third], [], None)
+    assert run(codec, data, inflate=True) == expected
+    assert run(codec, data, [7, 100, 3000, 1, 1, 20000], inflate=True) == expected
+
+
 def test_deflate_round_trip(codec: ModuleType) -> None:
     enc = codec.FrameEncoder(deflate=True)
     texts = ["", "a", "hello " * 1000, "κόσμε" * 300, os.urandom(5000).hex()]

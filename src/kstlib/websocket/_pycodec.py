@@ -583,40 +583,67 @@ class FrameParser:
         self._dec = None
 
     def _remember(self, output: bytes) -> None:
-        """Keep the inflater's output history (needed only to restart after BFINAL)."""
+        """Keep the last 32 KiB of inflated output (needed only to restart after BFINAL)."""
+        if len(output) >= _WINDOW:
+            self._hist = [output[-_WINDOW:]]
+            self._hist_len = _WINDOW
+            return
         hist = self._hist
         hist.append(output)
         self._hist_len += len(output)
-        while len(hist) > 1 and self._hist_len - len(hist[0]) >= _WINDOW:
+        while self._hist_len - len(hist[0]) >= _WINDOW:
             self._hist_len -= len(hist.pop(0))
+
+    def _window(self) -> bytes:
+        """The last 32 KiB of output since the last reset, before the current pass."""
+        parts: list[bytes] = []
+        need = _WINDOW
+        for seq in (self._pieces, self._hist):
+            for part in reversed(seq):
+                parts.append(part)
+                need -= len(part)
+                if need <= 0:
+                    break
+            if need <= 0:
+                break
+        parts.reverse()
+        return b"".join(parts)[-_WINDOW:]
 
     def _inflate_piece(self, data: bytes, allowed: int) -> tuple[bytes, bool]:
         """Inflate ``data``; return ``(output, too_big)`` where ``too_big`` means more than
         ``allowed`` bytes came out (then ``output`` holds ``allowed + 1`` bytes).
-        Raises ``zlib.error`` for a corrupt stream."""
+        Raises ``zlib.error`` for a corrupt stream.
+
+        A BFINAL block ends the raw stream; what follows goes to a new raw stream whose
+        preset dictionary is the window so far (RFC 7692 7.2.3.3). Each such restart costs
+        one 32 KiB copy, never a pass over the whole message.
+        """
         d = self._inflater
         if d is None:
             d = self._inflater = zlib.decompressobj(-15)
         limit = allowed + 1
         outs: list[bytes] = []
         produced = 0
+        window: bytes | None = None
         while True:
             chunk = d.decompress(data, limit - produced)
-            outs.append(chunk)
-            produced += len(chunk)
-            if produced > allowed:
-                return b"".join(outs), True
+            if chunk:
+                outs.append(chunk)
+                produced += len(chunk)
+                if produced > allowed:
+                    return b"".join(outs), True
             if not d.eof:
                 break
-            # A BFINAL block ended the raw stream: go on with a new one that keeps the
-            # window (RFC 7692 7.2.3.3).
             data = d.unused_data
-            window = b"".join([*self._hist, *self._pieces, *outs])[-_WINDOW:]
+            window = self._window() if window is None else window
+            window = (window + chunk)[-_WINDOW:] if chunk else window
             d = self._inflater = (
                 zlib.decompressobj(-15, zdict=window) if window else zlib.decompressobj(-15)
             )
             if not data:
                 break
+        if not outs:
+            return b"", False
         return (outs[0] if len(outs) == 1 else b"".join(outs)), False
 
 
