@@ -11,7 +11,9 @@ from contextlib import contextmanager
 ENGINE_THREAD_PREFIX = "kstlib-ws-engine"
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> bool:
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01
+) -> bool:
     """Poll ``predicate`` until it is truthy; False after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

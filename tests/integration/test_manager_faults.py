@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from aiohttp_server import aiohttp_server
 from helpers import no_leaks, wait_for
+
 from kstlib.websocket import (
     ConnectionState,
     DisconnectReason,
@@ -84,9 +84,12 @@ def test_truncated_frame_then_reset_is_network_error(sim: ExchangeSimulator) -> 
 
 
 def test_silent_peer_is_ping_timeout(sim: ExchangeSimulator) -> None:
-    with no_leaks(), WebSocketManager(
-        sim.stream_url("btcusdt@trade"), ping_interval=0.1, ping_timeout=0.3, **FAST
-    ) as ws:
+    with (
+        no_leaks(),
+        WebSocketManager(
+            sim.stream_url("btcusdt@trade"), ping_interval=0.1, ping_timeout=0.3, **FAST
+        ) as ws,
+    ):
         assert wait_for(lambda: ws.stats.messages_received > 0)
         sim.go_silent(True)
         assert _reason_after(ws) is DisconnectReason.PING_TIMEOUT
@@ -98,9 +101,7 @@ def test_silent_peer_is_ping_timeout(sim: ExchangeSimulator) -> None:
     ("kind", "code"),
     [("reserved_opcode", 1002), ("masked", 1002), ("invalid_utf8", 1007), ("huge_length", 1009)],
 )
-def test_malformed_frames_are_protocol_errors(
-    sim: ExchangeSimulator, kind: str, code: int
-) -> None:
+def test_malformed_frames_are_protocol_errors(sim: ExchangeSimulator, kind: str, code: int) -> None:
     with no_leaks(), WebSocketManager(sim.stream_url("btcusdt@trade"), **FAST) as ws:
         assert wait_for(lambda: ws.stats.messages_received > 0)
         sim.send_malformed(kind)  # type: ignore[arg-type]
@@ -124,9 +125,7 @@ def test_server_pings_are_answered_with_the_same_payload() -> None:
 def test_refused_handshakes_exhaust_attempts_in_connect(sim: ExchangeSimulator) -> None:
     sim.refuse_handshake(503)
     with no_leaks():
-        ws = WebSocketManager(
-            sim.stream_url("btcusdt@trade"), max_reconnect_attempts=3, **FAST
-        )
+        ws = WebSocketManager(sim.stream_url("btcusdt@trade"), max_reconnect_attempts=3, **FAST)
         with pytest.raises(WebSocketConnectionError) as info:
             ws.connect()
         assert info.value.attempts == 3 and info.value.url == ws.url
@@ -201,9 +200,12 @@ def test_close_during_backoff_ends_closed(sim: ExchangeSimulator) -> None:
 
 
 def test_drop_oldest_counts_every_drop(aio_url: str) -> None:
-    with no_leaks(), WebSocketManager(
-        aio_url + "/burst?n=1000", queue_size=10, queue_overflow="drop_oldest", **FAST
-    ) as ws:
+    with (
+        no_leaks(),
+        WebSocketManager(
+            aio_url + "/burst?n=1000", queue_size=10, queue_overflow="drop_oldest", **FAST
+        ) as ws,
+    ):
         assert wait_for(lambda: ws.stats.messages_received == 1000)
         got = []
         for msg in ws.stream():
@@ -215,9 +217,12 @@ def test_drop_oldest_counts_every_drop(aio_url: str) -> None:
 
 
 def test_block_policy_loses_nothing(aio_url: str) -> None:
-    with no_leaks(), WebSocketManager(
-        aio_url + "/burst?n=5000", queue_size=10, queue_overflow="block", **FAST
-    ) as ws:
+    with (
+        no_leaks(),
+        WebSocketManager(
+            aio_url + "/burst?n=5000", queue_size=10, queue_overflow="block", **FAST
+        ) as ws,
+    ):
         assert wait_for(lambda: ws.stats.messages_received >= 10)
         got = []
         for msg in ws.stream():

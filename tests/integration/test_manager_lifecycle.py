@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 import pytest
-
 from helpers import engine_threads, no_leaks, wait_for
+
 from kstlib.websocket import (
     ConnectionState,
     DisconnectReason,
@@ -121,18 +121,20 @@ def test_shutdown_sets_the_marker_event(sim: ExchangeSimulator) -> None:
 
 def test_kill_is_reactive_and_reconnects(sim: ExchangeSimulator) -> None:
     reasons: list[DisconnectReason] = []
-    with no_leaks():
-        with WebSocketManager(
+    with (
+        no_leaks(),
+        WebSocketManager(
             sim.stream_url("btcusdt@trade"), on_disconnect=reasons.append, **FAST
-        ) as ws:
-            take(ws, 2)
-            ws.kill()
-            assert ws.state in (ConnectionState.RECONNECTING, ConnectionState.CONNECTED)
-            assert not ws.is_dead
-            assert wait_for(lambda: ws.stats.connects == 2)
-            assert take(ws, 2)
-            assert ws.stats.reactive_disconnects == 1
-            assert ws.stats.disconnects_by_reason[DisconnectReason.KILLED] == 1
+        ) as ws,
+    ):
+        take(ws, 2)
+        ws.kill()
+        assert ws.state in (ConnectionState.RECONNECTING, ConnectionState.CONNECTED)
+        assert not ws.is_dead
+        assert wait_for(lambda: ws.stats.connects == 2)
+        assert take(ws, 2)
+        assert ws.stats.reactive_disconnects == 1
+        assert ws.stats.disconnects_by_reason[DisconnectReason.KILLED] == 1
     assert reasons == [DisconnectReason.KILLED, DisconnectReason.USER_REQUESTED]
     assert sim.connection_info(0).close_code == 1006  # no closing handshake on kill
 
@@ -267,14 +269,14 @@ def test_should_disconnect_alone_reconnects_when_it_turns_false(sim: ExchangeSim
 
 
 def test_max_connection_age_rotates_proactively(sim: ExchangeSimulator) -> None:
-    with no_leaks():
-        with WebSocketManager(
-            sim.stream_url("btcusdt@trade"), max_connection_age=0.3, **FAST
-        ) as ws:
-            assert wait_for(lambda: ws.stats.connects >= 3)
-            stats = ws.stats
-            assert stats.disconnects_by_reason[DisconnectReason.CONNECTION_LIMIT] >= 2
-            assert stats.reactive_disconnects == 0
+    with (
+        no_leaks(),
+        WebSocketManager(sim.stream_url("btcusdt@trade"), max_connection_age=0.3, **FAST) as ws,
+    ):
+        assert wait_for(lambda: ws.stats.connects >= 3)
+        stats = ws.stats
+        assert stats.disconnects_by_reason[DisconnectReason.CONNECTION_LIMIT] >= 2
+        assert stats.reactive_disconnects == 0
 
 
 def test_subscriptions_are_sent_in_order_and_restored(sim: ExchangeSimulator) -> None:
@@ -282,25 +284,24 @@ def test_subscriptions_are_sent_in_order_and_restored(sim: ExchangeSimulator) ->
         {"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1},
         {"method": "SUBSCRIBE", "params": ["ethusdt@trade"], "id": 2},
     ]
-    with no_leaks():
-        with WebSocketManager(sim.stream_url(), subscriptions=subs, **FAST) as ws:
-            assert wait_for(lambda: sim.subscriptions_of(-1) == ["btcusdt@trade", "ethusdt@trade"])
-            ws.kill()
-            assert wait_for(lambda: sim.total_connections == 2 and sim.connection_count == 1)
-            assert wait_for(lambda: sim.subscriptions_of(-1) == ["btcusdt@trade", "ethusdt@trade"])
+    with no_leaks(), WebSocketManager(sim.stream_url(), subscriptions=subs, **FAST) as ws:
+        assert wait_for(lambda: sim.subscriptions_of(-1) == ["btcusdt@trade", "ethusdt@trade"])
+        ws.kill()
+        assert wait_for(lambda: sim.total_connections == 2 and sim.connection_count == 1)
+        assert wait_for(lambda: sim.subscriptions_of(-1) == ["btcusdt@trade", "ethusdt@trade"])
+        ws.unsubscribe(subs[1])
+        ws.subscribe({"method": "SUBSCRIBE", "params": ["bnbusdt@trade"], "id": 3})
+        assert wait_for(lambda: sim.subscriptions_of(-1) == ["btcusdt@trade", "bnbusdt@trade"])
+        ws.kill()
+        assert wait_for(lambda: sim.total_connections == 3 and sim.connection_count == 1)
+        assert wait_for(lambda: sim.subscriptions_of(-1) == ["btcusdt@trade", "bnbusdt@trade"])
+        received = [m for m in sim.received(-1) if isinstance(m, str)]
+        assert [r for r in received if "SUBSCRIBE" in r][:2] == [
+            '{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}',
+            '{"method":"SUBSCRIBE","params":["bnbusdt@trade"],"id":3}',
+        ]
+        with pytest.raises(ValueError, match="not subscribed"):
             ws.unsubscribe(subs[1])
-            ws.subscribe({"method": "SUBSCRIBE", "params": ["bnbusdt@trade"], "id": 3})
-            assert wait_for(lambda: sim.subscriptions_of(-1) == ["btcusdt@trade", "bnbusdt@trade"])
-            ws.kill()
-            assert wait_for(lambda: sim.total_connections == 3 and sim.connection_count == 1)
-            assert wait_for(lambda: sim.subscriptions_of(-1) == ["btcusdt@trade", "bnbusdt@trade"])
-            received = [m for m in sim.received(-1) if isinstance(m, str)]
-            assert [r for r in received if "SUBSCRIBE" in r][:2] == [
-                '{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}',
-                '{"method":"SUBSCRIBE","params":["bnbusdt@trade"],"id":3}',
-            ]
-            with pytest.raises(ValueError, match="not subscribed"):
-                ws.unsubscribe(subs[1])
 
 
 def test_send_from_another_thread_and_when_closed(sim: ExchangeSimulator) -> None:
@@ -375,10 +376,9 @@ def test_close_returns_in_time_against_a_silent_server(sim: ExchangeSimulator) -
 
 
 def test_breaking_out_of_stream_keeps_unread_messages(sim: ExchangeSimulator) -> None:
-    with no_leaks():
-        with WebSocketManager(sim.stream_url("btcusdt@trade"), **FAST) as ws:
-            assert wait_for(lambda: ws.stats.messages_received >= 30)
-            first = take(ws, 5)
-            second = take(ws, 5)
-            ids = [m["t"] for m in first + second]
-            assert ids == list(range(ids[0], ids[0] + 10))  # nothing skipped in between
+    with no_leaks(), WebSocketManager(sim.stream_url("btcusdt@trade"), **FAST) as ws:
+        assert wait_for(lambda: ws.stats.messages_received >= 30)
+        first = take(ws, 5)
+        second = take(ws, 5)
+        ids = [m["t"] for m in first + second]
+        assert ids == list(range(ids[0], ids[0] + 10))  # nothing skipped in between
