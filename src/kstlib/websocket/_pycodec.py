@@ -542,7 +542,7 @@ class FrameParser:
                 out.append(payload)
             else:
                 out.append(self._json(payload))
-        self._finish_message(payload)
+        self._finish_message([payload])
         return None
 
     def _json(self, payload: bytes) -> Any:
@@ -554,25 +554,25 @@ class FrameParser:
 
     def _deliver(self, out: list[Any]) -> None:
         pieces = self._pieces
-        payload = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        if self._msg_op == OP_TEXT and self._mode != MODE_BYTES:
-            if self._mode == MODE_TEXT:
-                out.append("".join(self._strs))
-            else:
-                out.append(self._json(payload))
+        if self._msg_op == OP_TEXT and self._mode == MODE_TEXT:
+            out.append("".join(self._strs))
         else:
-            out.append(payload)
-        self._finish_message(payload)
+            payload = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            text_json = self._msg_op == OP_TEXT and self._mode == MODE_JSON
+            out.append(self._json(payload) if text_json else payload)
+        self._finish_message(pieces)
 
-    def _finish_message(self, payload: bytes) -> None:
+    def _finish_message(self, pieces: list[bytes]) -> None:
         self._messages_received += 1
         if self._msg_compressed:
             if self._inflate_nct:
                 self._inflater = None
                 self._hist = []
                 self._hist_len = 0
-            elif payload:
-                self._remember(payload)
+            else:
+                for piece in pieces:
+                    if piece:
+                        self._remember(piece)
         self._msg_op = 0
         self._msg_wire = 0
         self._msg_len = 0
