@@ -111,12 +111,15 @@ def test_malformed_frames_are_protocol_errors(sim: ExchangeSimulator, kind: str,
 
 
 def test_server_pings_are_answered_with_the_same_payload() -> None:
-    with ExchangeSimulator(ping_interval=0.1, pong_timeout=1.0) as sim, no_leaks():
-        with WebSocketManager(sim.stream_url("btcusdt@trade"), **FAST):
-            assert wait_for(lambda: len(sim.connection_info(0).pongs_received) >= 3)
-            info = sim.connection_info(0)
-            assert set(info.pongs_received) <= set(info.pings_sent)
-            assert info.is_open
+    with (
+        ExchangeSimulator(ping_interval=0.1, pong_timeout=1.0) as sim,
+        no_leaks(),
+        WebSocketManager(sim.stream_url("btcusdt@trade"), **FAST),
+    ):
+        assert wait_for(lambda: len(sim.connection_info(0).pongs_received) >= 3)
+        info = sim.connection_info(0)
+        assert set(info.pongs_received) <= set(info.pings_sent)
+        assert info.is_open
 
 
 # ----------------------------------------------------------------- reconnect policy

@@ -286,11 +286,18 @@ class Engine:
             )
             self._thread.start()
 
-    def wait_connected(self, timeout: float | None = None) -> None:
-        """Block until CONNECTED; raise the error that made the engine give up."""
+    @property
+    def connect_count(self) -> int:
+        """How many connections were established so far (``stats.connects``)."""
+        return self._connects
+
+    def wait_connected(self, since: int, timeout: float | None = None) -> None:
+        """Block until a connection was established after ``connect_count`` was ``since``
+        (even one the server closed at once); raise the error that made the engine give
+        up, or ``WebSocketTimeoutError`` after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._state is not _S.CONNECTED:
+            while self._connects <= since:
                 if self._dead:
                     err = self._terminal_error
                     if err is not None:

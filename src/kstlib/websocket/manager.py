@@ -159,9 +159,10 @@ class WebSocketManager:
         if self.is_connected:
             return
         self._started = True
+        since = self._engine.connect_count
         self._engine.start()
         if not self._engine.in_engine_thread:
-            self._engine.wait_connected(timeout)
+            self._engine.wait_connected(since, timeout)
 
     def disconnect(self) -> None:
         """Disconnect now (USER_REQUESTED, proactive), with a closing handshake."""
