@@ -161,8 +161,8 @@ bool Parser::check_text(const uint8_t* p, size_t n) {
     return true;
 }
 
-// Inflate one piece of a compressed message's payload (with the 00 00 FF FF tail when
-// `last`), then check its output. Precedence, as in the reference codec: a corrupt stream
+// Inflate one whole compressed frame (with the 00 00 FF FF tail when `last`) as one
+// pass, then check its output. Precedence, as in the reference codec: a corrupt stream
 // (1007), then the decompressed size (1009, but invalid UTF-8 within the allowed bytes is
 // reported first as 1007), then UTF-8 of the whole output.
 bool Parser::inflate_piece(const uint8_t* p, size_t n, bool last) {
@@ -222,9 +222,24 @@ size_t Parser::consume_payload(const uint8_t* data, size_t pos, size_t len) {
         f_remaining_ -= take;
         if (msg_opcode_ == OP_TEXT && !check_text(p, take)) return len;
     } else {
-        bool last = f_fin_ && take == f_remaining_;
+        // A compressed frame is inflated in one pass once complete (the final one with the
+        // tail in the same pass): zlib decodes ahead of a full output buffer, so inflating
+        // arbitrary chunks would make "corrupt" versus "too big" depend on the chunking.
+        bool frame_end = take == f_remaining_;
         f_remaining_ -= take;
-        if (!inflate_piece(p, take, last)) return len;
+        if (!frame_end) {
+            zbuf_.append(p, take);
+            return pos + take;
+        }
+        bool ok;
+        if (zbuf_.size() == 0) {
+            ok = inflate_piece(p, take, f_fin_);  // whole frame in the input: no copy
+        } else {
+            zbuf_.append(p, take);
+            ok = inflate_piece(zbuf_.data(), zbuf_.size(), f_fin_);
+            zbuf_.clear();
+        }
+        if (!ok) return len;
     }
     if (f_remaining_ == 0) frame_done();
     return pos + take;
@@ -265,6 +280,7 @@ void Parser::control_done() {
     if (f_opcode_ == OP_CLOSE) {
         closed_ = true;
         in_msg_ = false;  // a partly received data message is dropped
+        zbuf_.clear();
     }
 }
 
@@ -325,6 +341,7 @@ void Parser::end_batch() {
         msg_start_ = 0;
     }
     arena_.trim(size_t{4} << 20);
+    zbuf_.trim(size_t{4} << 20);
     ctrl_arena_.trim(size_t{1} << 20);
 }
 

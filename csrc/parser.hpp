@@ -4,8 +4,10 @@
 // feed() consumes any number of bytes, frames split anywhere, and appends completed data
 // messages and control frames to two lists. A message whose single frame lies whole in
 // the input is not copied: it is reported as a span of the input. Fragmented, split or
-// inflated messages are assembled in an internal arena. Only an incomplete tail (header
-// bytes, a partial control payload, a partial message) is kept between calls.
+// inflated messages are assembled in an internal arena. A compressed frame is inflated in
+// one pass once complete (so results do not depend on the chunking); its bytes are copied
+// only if it arrives split. Only an incomplete tail (header bytes, a partial control
+// payload, a partial message or compressed frame) is kept between calls.
 //
 // The first protocol violation stops the parser (failed()); what completed before it stays
 // in the lists. A close frame stops it too (closed()); later input is ignored.
@@ -134,6 +136,7 @@ private:
     size_t ctrl_have_ = 0;
 
     ByteBuf arena_;
+    ByteBuf zbuf_;  // compressed bytes of the current frame while it is incomplete
     ByteBuf ctrl_arena_;
     std::vector<Message> msgs_;
     std::vector<Control> ctrls_;
