@@ -103,6 +103,10 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "on_disconnect": None,
     "on_message": None,
     "on_error": None,
+    "handover": None,
+    "dedupe_key": None,
+    "should_handover": None,
+    "before_connect": None,
 }
 
 
@@ -221,6 +225,7 @@ PRECEDENCE: dict[str, tuple[Any, Any, Any, Any]] = {
         "socks5://127.0.0.1:1080",
     ),
     "compression": (None, "deflate", None, "deflate"),
+    "handover": (False, None, False, None),
 }
 
 
@@ -638,6 +643,8 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("compression", "gzip"),
     ("compression", True),
     ("compression", "permessage-deflate"),
+    ("handover", "yes"),
+    ("handover", 1),
 ]
 
 
@@ -981,3 +988,12 @@ def test_url_must_be_a_string() -> None:
 )
 def test_good_urls(url: str) -> None:
     assert load_settings(url).url == url
+
+
+def test_handover_needs_a_dedupe_key() -> None:
+    with pytest.raises(ValueError, match="handover.*dedupe_key"):
+        load_settings(URL, handover=True)
+    with pytest.raises(ValueError, match="should_handover"):
+        load_settings(URL, handover=False, should_handover=lambda m: True)
+    s = load_settings(URL, handover=True, dedupe_key=lambda m: m["t"])
+    assert s.handover is True and s.dedupe_key is not None

@@ -147,6 +147,22 @@ Durations are in seconds (``int`` or ``float``; stored as ``float``). "7 days" i
 ``on_connect``, ``on_disconnect``, ``on_message``, ``on_error`` (keyword only)
     Callbacks run on the engine thread: ``on_connect()``, ``on_disconnect(reason)``,
     ``on_message(message)``, ``on_error(exception)``.
+``handover`` (default ``None``)
+    Make-before-break rotation: for a proactive rotation (``max_connection_age``,
+    ``schedule_reconnect``, ``should_handover``) the engine opens and subscribes the new
+    connection while the old one still streams, switches once the new stream has caught
+    up (duplicates of the overlap dropped by ``dedupe_key``) and then closes the old one.
+    ``true`` requires ``dedupe_key``; ``null``/``None``: on exactly when ``dedupe_key`` is
+    given; ``false``: off.
+``dedupe_key`` (keyword only, default ``None``)
+    ``(message) -> hashable | None``: the identity of a message (e.g. a trade id) used to
+    drop the overlap's duplicates during a handover. ``None`` keys are never dropped.
+``should_handover`` (keyword only, default ``None``)
+    ``(message) -> bool``, called for every incoming message: True starts a handover now
+    (e.g. on a server's announced shutdown). Needs ``handover`` on.
+``before_connect`` (keyword only, default ``None``)
+    ``() -> None``, called on the engine thread before every connection attempt (may
+    sleep briefly, e.g. to pace attempts under an exchange's limit).
 
 The keys ``url`` and ``config`` are arguments of the manager, not file keys.
 
@@ -162,7 +178,7 @@ import difflib
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from ssl import SSLContext
@@ -334,6 +350,14 @@ def _check_bool(value: Any) -> bool:
     return value
 
 
+def _check_bool_or_none(value: Any) -> bool | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true, false or null, got {_show(value)}")
+    return value
+
+
 def _check_decode(value: Any) -> str | Callable[[str | bytes], Any] | None:
     if value is None:
         return None
@@ -487,6 +511,10 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "on_disconnect": _callable_or_none,
     "on_message": _callable_or_none,
     "on_error": _callable_or_none,
+    "handover": _check_bool_or_none,
+    "dedupe_key": _callable_or_none,
+    "should_handover": _callable_or_none,
+    "before_connect": _callable_or_none,
 }
 
 
@@ -500,6 +528,9 @@ KEYWORD_ONLY_OPTIONS: frozenset[str] = frozenset(
         "on_disconnect",
         "on_message",
         "on_error",
+        "dedupe_key",
+        "should_handover",
+        "before_connect",
     }
 )
 #: Every option name accepted as a keyword argument (``url`` and ``config`` aside).
@@ -554,6 +585,10 @@ class Settings:
     on_disconnect: Callable[[DisconnectReason], None] | None = None
     on_message: Callable[[Any], None] | None = None
     on_error: Callable[[BaseException], None] | None = None
+    handover: bool | None = None
+    dedupe_key: Callable[[Any], Hashable | None] | None = None
+    should_handover: Callable[[Any], bool] | None = None
+    before_connect: Callable[[], None] | None = None
     source: str | None = None
 
     def __post_init__(self) -> None:
@@ -569,6 +604,12 @@ class Settings:
             object.__setattr__(self, name, normalised)
         if self.source is not None and not isinstance(self.source, str):
             raise ValueError(f"Settings.source: expected a str or None, got {_show(self.source)}")
+        if self.handover and self.dedupe_key is None:
+            raise ValueError(
+                "Settings.handover: true needs dedupe_key (to drop the overlap's duplicates)"
+            )
+        if self.should_handover is not None and self.handover is False:
+            raise ValueError("Settings.should_handover: given while handover is false")
         if self.reconnect_delay_max < self.reconnect_delay:
             raise ValueError(
                 f"Settings.reconnect_delay_max: {self.reconnect_delay_max!r} is less than "
