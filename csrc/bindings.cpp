@@ -103,20 +103,25 @@ public:
 
     py::object feed(py::handle data) {
         if (core_.failed() && error_) return result(PyList_New(0), PyList_New(0));
-        if (busy_) throw std::runtime_error("FrameParser.feed() called concurrently");
-        BufferView buf(data.ptr());
+        // Also guards phase 2: `loads` is arbitrary Python and could call feed() again.
+        if (busy_) throw std::runtime_error("FrameParser.feed() is already running");
+        BufferView buf(data.ptr());  // held to the end: message spans point into it
         busy_ = true;
+        struct Done {  // whatever happens below: forget the batch, allow the next feed()
+            FrameParser& self;
+            ~Done() {
+                self.core_.end_batch();
+                self.busy_ = false;
+            }
+        } done{*this};
+        // Phase 1: frame, validate, inflate, in pure C++.
         if (buf.size() >= kReleaseThreshold) {
             py::gil_scoped_release unlocked;
             core_.feed(buf.data(), buf.size());
         } else {
             core_.feed(buf.data(), buf.size());
         }
-        busy_ = false;
-        struct EndBatch {
-            kws::Parser& core;
-            ~EndBatch() { core.end_batch(); }
-        } end_batch{core_};
+        // Phase 2: Python objects.
         PyObject* messages = build_messages(buf.data());
         if (!messages) throw py::error_already_set();
         PyObject* controls = build_controls();
@@ -136,8 +141,8 @@ public:
         return result(messages, controls);
     }
 
-    uint64_t messages_received() const { return core_.messages_received; }
-    uint64_t bytes_received() const { return core_.bytes_received; }
+    uint64_t messages_received() const { return core_.messages_received(); }
+    uint64_t bytes_received() const { return core_.bytes_received(); }
     uint64_t decode_errors() const { return decode_errors_; }
     bool closed() const { return core_.closed(); }
     bool failed() const { return core_.failed(); }

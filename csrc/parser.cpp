@@ -51,7 +51,7 @@ Parser::Parser(const ParserOptions& options) : opt_(options) {
 }
 
 void Parser::fail(int code, std::string reason) {
-    failed_ = true;
+    failed_.set(true);
     err_.code = code;
     err_.reason = std::move(reason);
 }
@@ -213,7 +213,7 @@ size_t Parser::consume_payload(const uint8_t* data, size_t pos, size_t len) {
                 }
             }
             msgs_.push_back(Message{pos, take, msg_opcode_, Where::Input, utf8_.non_ascii()});
-            ++messages_received;
+            messages_received_.add(1);
             in_msg_ = false;
             st_ = ST_HEADER;
             return pos + take;
@@ -257,7 +257,7 @@ void Parser::frame_done() {
     }
     msgs_.push_back(Message{msg_start_, arena_.size() - msg_start_, msg_opcode_, Where::Arena,
                             utf8_.non_ascii()});
-    ++messages_received;
+    messages_received_.add(1);
     in_msg_ = false;
     msg_start_ = arena_.size();
 }
@@ -269,7 +269,7 @@ void Parser::control_done() {
         std::string why;
         int code = validate_close_payload(ctrl_buf_, ctrl_have_, &why);
         if (code != 0) {
-            failed_ = true;
+            failed_.set(true);
             err_.code = code;
             err_.reason = std::move(why);
             return;
@@ -278,18 +278,18 @@ void Parser::control_done() {
     ctrls_.push_back(Control{ctrl_arena_.size(), ctrl_have_, f_opcode_});
     ctrl_arena_.append(ctrl_buf_, ctrl_have_);
     if (f_opcode_ == OP_CLOSE) {
-        closed_ = true;
+        closed_.set(true);
         in_msg_ = false;  // a partly received data message is dropped
         zbuf_.clear();
     }
 }
 
 void Parser::feed(const uint8_t* data, size_t len) {
-    if (failed_ || closed_) return;
-    bytes_received += len;
+    if (failed() || closed()) return;
+    bytes_received_.add(len);
     size_t pos = 0;
     try {
-        while (pos < len && !failed_ && !closed_) {
+        while (pos < len && !failed() && !closed()) {
             if (st_ == ST_PAYLOAD) {
                 pos = consume_payload(data, pos, len);
                 continue;

@@ -15,6 +15,7 @@
 // Thread-safety: one parser per connection, used by one thread at a time.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -73,6 +74,20 @@ int validate_close_payload(const uint8_t* p, size_t n, std::string* why);
 // May a close frame carry this code? (1000-1003, 1007-1014, 3000-4999)
 bool close_code_allowed(unsigned code);
 
+// A value written by one thread (the parser's owner, maybe without the GIL) and read by
+// others (a stats snapshot) without a data race. Relaxed atomic loads and stores compile
+// to plain moves: no locked instruction on the hot path.
+template <typename T>
+class Published {
+public:
+    T get() const { return v_.load(std::memory_order_relaxed); }
+    void set(T v) { v_.store(v, std::memory_order_relaxed); }
+    void add(T n) { set(get() + n); }  // single writer only
+
+private:
+    std::atomic<T> v_{};
+};
+
 class Parser {
 public:
     explicit Parser(const ParserOptions& options);
@@ -95,12 +110,14 @@ public:
     // Forget the events returned so far (the caller has copied them out).
     void end_batch();
 
-    bool closed() const { return closed_; }
-    bool failed() const { return failed_; }
+    // closed(), failed(), messages_received() and bytes_received() may be read from any
+    // thread at any time (a snapshot); everything else belongs to the owning thread.
+    bool closed() const { return closed_.get(); }
+    bool failed() const { return failed_.get(); }
+    uint64_t messages_received() const { return messages_received_.get(); }  // data messages
+    uint64_t bytes_received() const { return bytes_received_.get(); }  // wire bytes fed
     const ProtocolError& error() const { return err_; }
 
-    uint64_t messages_received = 0;  // data messages completed
-    uint64_t bytes_received = 0;     // wire bytes fed, headers included
 
 private:
     enum State : uint8_t { ST_HEADER, ST_PAYLOAD };
@@ -141,8 +158,10 @@ private:
     std::vector<Message> msgs_;
     std::vector<Control> ctrls_;
 
-    bool closed_ = false;
-    bool failed_ = false;
+    Published<bool> closed_;
+    Published<bool> failed_;
+    Published<uint64_t> messages_received_;
+    Published<uint64_t> bytes_received_;
     ProtocolError err_;
 };
 

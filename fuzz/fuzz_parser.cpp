@@ -75,7 +75,7 @@ void finish(kws::Parser& p, Outcome& out) {
     out.failed = p.failed();
     out.code = p.error().code;
     out.reason = p.error().reason;
-    out.messages_received = p.messages_received;
+    out.messages_received = p.messages_received();
     check(!(out.closed && out.failed));
 }
 
