@@ -16,14 +16,18 @@ from kstlib.websocket.exceptions import (
     WebSocketTimeoutError,
 )
 from kstlib.websocket.models import (
+    Connected,
     ConnectionState,
+    Disconnected,
     DisconnectReason,
     ReconnectStrategy,
     WebSocketStats,
 )
 
 __all__ = [
+    "Connected",
     "ConnectionState",
+    "Disconnected",
     "DisconnectReason",
     "ReconnectStrategy",
     "WebSocketClosedError",

@@ -27,7 +27,7 @@ from typing import Any
 from kstlib.websocket.config import Settings
 from kstlib.websocket.inbox import InboxFinished
 from kstlib.websocket.manager import WebSocketManager as SyncWebSocketManager
-from kstlib.websocket.models import ConnectionState, WebSocketStats
+from kstlib.websocket.models import GAP_MARKERS, ConnectionState, WebSocketStats
 
 __all__ = ["WebSocketManager"]
 
@@ -167,19 +167,23 @@ class WebSocketManager:
     ) -> None:
         self._sync.unsubscribe(message, unsubscribe_message)
 
-    def stream(self) -> AsyncIterator[Any]:
-        """Async iterator over incoming messages; same end and error rules as the sync
-        ``stream()``. Connects first if ``connect()`` was never called."""
-        return self._iterate()
+    def stream(self, events: bool = False) -> AsyncIterator[Any]:
+        """Async iterator over incoming messages; same end and error rules, and the same
+        ``events=True`` gap markers, as the sync ``stream()``. Connects first if
+        ``connect()`` was never called."""
+        if events:
+            self._sync._engine.enable_markers()
+        return self._iterate(events)
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
+        return self._iterate(False)
 
-    async def _iterate(self) -> AsyncIterator[Any]:
+    async def _iterate(self, events: bool) -> AsyncIterator[Any]:
         sync = self._sync
         if not sync._started:
             await self.connect()
         inbox = sync._inbox
+        engine = sync._engine
         get_batch = inbox.get_batch_async
         while True:
             try:
@@ -188,6 +192,8 @@ class WebSocketManager:
                 if end.error is not None:
                     raise end.error from None
                 return
+            if engine.markers_enabled and not events:
+                batch = [m for m in batch if type(m) not in GAP_MARKERS]
             i = 0
             try:
                 for msg in batch:

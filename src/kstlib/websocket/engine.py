@@ -49,7 +49,9 @@ from kstlib.websocket.exceptions import (
 from kstlib.websocket.inbox import Inbox
 from kstlib.websocket.models import (
     LEGAL_TRANSITIONS,
+    Connected,
     ConnectionState,
+    Disconnected,
     DisconnectReason,
     ReconnectStrategy,
     WebSocketStats,
@@ -68,6 +70,13 @@ READ_BUFFER_SIZE = 256 * 1024
 
 #: While ``queue_overflow="block"`` holds the engine back, it looks at commands this often.
 BLOCKED_POLL = 0.25
+
+#: Keys remembered from the old stream during a handover (bounded memory).
+HANDOVER_MAX_KEYS = 200_000
+
+#: After a handover switch, new messages whose key the old stream delivered are dropped
+#: for this many seconds (later ones cannot be duplicates of the old stream any more).
+HANDOVER_DEDUPE_WINDOW = 5.0
 
 #: HTTP statuses that will not change by retrying: the first attempt's error is final.
 PERMANENT_HTTP_STATUSES = frozenset({400, 401, 403, 404, 405, 406, 410, 426})
@@ -112,6 +121,26 @@ class _Ending:
     error: BaseException | None = None
 
 
+class _RecentKeys:
+    """Insertion-ordered set of at most ``maxlen`` keys (the oldest are forgotten)."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._keys: dict[Any, None] = {}
+
+    def add(self, key: Any) -> None:
+        keys = self._keys
+        keys[key] = None
+        if len(keys) > self.maxlen:
+            del keys[next(iter(keys))]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 class _Link:
     """One open WebSocket connection. The engine thread reads; writers hold the write lock."""
 
@@ -129,6 +158,8 @@ class _Link:
         self.ping_count = 0
         self.pong_deadline = _INF
         self.close_sent = False
+        #: monotonic time of a scheduled make-before-break rotation
+        self.rotate_at = _INF
 
 
 class Engine:
@@ -182,6 +213,22 @@ class Engine:
         self._closed_tx_msgs = 0
         self._closed_tx_bytes = 0
         self._closed_decode_errors = 0
+        self._handovers = 0
+        self._handover_failures = 0
+        self._duplicates_dropped = 0
+        self._overlap_seconds = 0.0
+        self._gaps = 0
+        self._gap_seconds = 0.0
+        self._gap_started_at: float | None = None
+        # handover and gap markers
+        self._handover_enabled = (
+            settings.handover if settings.handover is not None else settings.dedupe_key is not None
+        )
+        self._handover_wanted = False
+        self._dedupe_seen: _RecentKeys | None = None
+        self._dedupe_until = 0.0
+        self._markers = False
+        self._closers: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ decode plan
 
@@ -204,6 +251,14 @@ class Engine:
     @property
     def state(self) -> ConnectionState:
         return self._state
+
+    @property
+    def markers_enabled(self) -> bool:
+        return self._markers
+
+    def enable_markers(self) -> None:
+        """Put ``Connected`` / ``Disconnected`` gap markers in the inbox from now on."""
+        self._markers = True
 
     @property
     def is_dead(self) -> bool:
@@ -432,9 +487,13 @@ class Engine:
             raise WebSocketClosedError(None, "closing")
         self._send_frame(opcode, payload, user=True)
 
-    def _send_frame(self, opcode: int, payload: Any, user: bool = False) -> None:
+    def _send_frame(
+        self, opcode: int, payload: Any, user: bool = False, link: _Link | None = None
+    ) -> None:
+        """Encode and write one frame on ``link`` (default: the current connection)."""
         with self._write_lock:
-            link = self._link
+            if link is None:
+                link = self._link
             if link is None or not link.open or link.close_sent:
                 raise WebSocketClosedError(None, f"not connected (state {self._state.name})")
             try:
@@ -491,6 +550,9 @@ class Engine:
                 tx_bytes += link.encoder.bytes_sent
                 conn_time += now - link.connected_at
             uptime = 0.0 if self._first_connect_at is None else now - self._first_connect_at
+            gap_seconds = self._gap_seconds
+            if self._gap_started_at is not None:
+                gap_seconds += now - self._gap_started_at
             return WebSocketStats(
                 connects=self._connects,
                 disconnects=self._disconnects,
@@ -508,6 +570,12 @@ class Engine:
                 callback_errors=self._callback_errors,
                 last_disconnect_reason=self._last_reason,
                 disconnects_by_reason=dict(self._by_reason),
+                handovers=self._handovers,
+                handover_failures=self._handover_failures,
+                duplicates_dropped=self._duplicates_dropped,
+                overlap_seconds=self._overlap_seconds,
+                gaps=self._gaps,
+                gap_seconds=gap_seconds,
             )
 
     # ------------------------------------------------------------------ callbacks
@@ -547,6 +615,9 @@ class Engine:
         if link is not None:
             self._abort(link)
             self._retire(link)
+        for closer in self._closers:
+            closer.join(self.settings.close_timeout + 1.0)
+        self._closers = []
         with self._cond:
             if self._stop_mode is not None and self._state is not _S.CLOSED:
                 try:
@@ -663,7 +734,7 @@ class Engine:
             if link is None:  # stopped while connecting
                 return
             # ---- connected ----------------------------------------------------------------
-            ending = self._serve(link)
+            link, ending = self._serve(link)
             if time.monotonic() - link.connected_at >= HEALTHY_AFTER:
                 attempts = 0
             reason = ending.reason
@@ -787,9 +858,10 @@ class Engine:
 
     # ------------------------------------------------------------------ connecting
 
-    def _open(self) -> _Link | None:
-        """One connection attempt: handshake, codec, subscriptions, CONNECTED."""
+    def _new_link(self) -> _Link:
+        """Handshake one new connection (``before_connect`` first); no state changes."""
         s = self.settings
+        self._call("before_connect", s.before_connect)
         hs = transport.open_connection(
             s.url,
             timeout=s.connect_timeout,
@@ -804,43 +876,79 @@ class Engine:
                 hs, max_message_size=s.max_message_size, mode=self._mode, loads=self._loads_any
             )
             hs.sock.setblocking(False)
-            link = _Link(hs, parser, encoder)
+            return _Link(hs, parser, encoder)
         except BaseException:
             hs.sock.close()
             raise
+
+    def _subscribe(self, link: _Link) -> int | None:
+        """Send the subscriptions, in order, on ``link``; returns how many (None: stopped).
+
+        Caller holds ``_sub_lock``. Raises ``WebSocketConnectionError`` if the connection
+        breaks meanwhile."""
+        try:
+            subs = self.subscriptions()
+            for sub in subs:
+                if self._limiter is not None and not self._limiter.acquire(
+                    cancelled=lambda: self._stop_mode is not None, sleep=self._sleep
+                ):
+                    return None
+                payload = sub if isinstance(sub, str) else orjson.dumps(sub)
+                self._send_frame(codec.OP_TEXT, payload, link=link)
+        except (OSError, WebSocketError) as exc:
+            raise WebSocketConnectionError(
+                f"connection to {self.settings.url} lost while subscribing: {exc}",
+                url=self.settings.url,
+            ) from exc
+        return len(subs)
+
+    def _open(self) -> _Link | None:
+        """One connection attempt: handshake, subscriptions, CONNECTED (None: stopped)."""
+        link = self._new_link()
         with self._write_lock, self._stats_lock:
             self._link = link
         if self._stop_mode is not None:
             return None
         with self._sub_lock:
             try:
-                for sub in self.subscriptions():
-                    if self._limiter is not None and not self._limiter.acquire(
-                        cancelled=lambda: self._stop_mode is not None, sleep=self._sleep
-                    ):
-                        return None
-                    payload = sub if isinstance(sub, str) else orjson.dumps(sub)
-                    self._send_frame(codec.OP_TEXT, payload)
-            except (OSError, WebSocketError) as exc:
+                count = self._subscribe(link)
+            except WebSocketConnectionError:
                 self._abort(link)
                 self._retire(link)
-                raise WebSocketConnectionError(
-                    f"connection to {s.url} lost while subscribing: {exc}", url=s.url
-                ) from exc
+                raise
+            if count is None:
+                return None
             link.connected_at = time.monotonic()
             with self._stats_lock:
                 self._connects += 1
-                if self._first_connect_at is None:
+                first = self._first_connect_at is None
+                if first:
                     self._first_connect_at = link.connected_at
+                if self._gap_started_at is not None:
+                    self._gap_seconds += link.connected_at - self._gap_started_at
+                    self._gap_started_at = None
             self._transition(_S.CONNECTED)
-        log.info("connected to %s", s.url)
-        self._call("on_connect", s.on_connect)
+        if self._markers:
+            self.inbox.put_batch([Connected(time.time(), count, not first)], force=True)
+        log.info("connected to %s", self.settings.url)
+        self._call("on_connect", self.settings.on_connect)
         return link
 
     # ------------------------------------------------------------------ serving
 
-    def _serve(self, link: _Link) -> _Ending:
-        """Read and dispatch until the connection ends; returns why it ended."""
+    def _serve(self, link: _Link) -> tuple[_Link, _Ending]:
+        """Serve connections until one ends; a handover swaps in its successor.
+
+        Returns the connection that ended and why."""
+        while True:
+            out = self._serve_link(link)
+            if isinstance(out, _Ending):
+                return link, out
+            link = out
+
+    def _serve_link(self, link: _Link) -> _Ending | _Link:
+        """Read and dispatch until the connection ends (returns why) or a handover
+        replaced it (returns the new connection)."""
         s = self.settings
         buf = self._buf
         view = memoryview(buf)
@@ -862,6 +970,7 @@ class Engine:
         age_deadline = link.connected_at + s.max_connection_age if s.max_connection_age else _INF
         leftover = link.handshake.leftover
         pending_input: bytes | None = leftover if leftover else None
+        rotation: DisconnectReason | None = None
 
         while True:
             # 1. read (never more than one recv between looking at commands and timers)
@@ -898,6 +1007,9 @@ class Engine:
                         next_ping += blocked
                         if link.pong_deadline is not _INF:
                             link.pong_deadline += blocked
+                    if self._handover_wanted:
+                        self._handover_wanted = False
+                        rotation = _R.CONNECTION_LIMIT
                 if ctrls:
                     ending = self._on_controls(link, ctrls)
                     if ending is not None:
@@ -931,13 +1043,224 @@ class Engine:
                     reason = _R.USER_REQUESTED if soft else _R.CALLBACK_TRIGGERED
                     return self._graceful(link, reason)
             if now >= age_deadline:
-                return self._graceful(link, _R.CONNECTION_LIMIT)
+                age_deadline = _INF
+                rotation = _R.CONNECTION_LIMIT
+            if now >= link.rotate_at:
+                link.rotate_at = _INF
+                rotation = _R.SCHEDULED
+            if rotation is not None:
+                reason, rotation = rotation, None
+                if not self._handover_enabled:
+                    return self._graceful(link, reason)
+                out = self._handover(link, reason)
+                if out is not None:
+                    return out
+                # the new connection failed: keep this one until its real end
             if n > 0:
                 continue
             # 4. nothing to read: sleep until data, a command, or the next timer
-            wake_at = min(next_ping, link.pong_deadline, next_check, age_deadline)
+            wake_at = min(next_ping, link.pong_deadline, next_check, age_deadline, link.rotate_at)
             timeout_ms = max(0, math.ceil((wake_at - now) * 1000.0))
             poller.poll(min(timeout_ms, 3_600_000))
+
+    # ------------------------------------------------------------------ handover
+
+    def _read_into(self, link: _Link, buf: bytearray) -> int:
+        """One non-blocking read: bytes read, -1 when nothing is available, 0 on EOF."""
+        try:
+            if link.tls:
+                with link.io_lock:
+                    return link.sock.recv_into(buf)
+            return link.sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return -1
+
+    def _handover(self, old: _Link, reason: DisconnectReason) -> _Link | _Ending | None:
+        """Make-before-break rotation of ``old``.
+
+        Opens and subscribes a new connection (the old one's unread data waits in the
+        kernel meanwhile), then reads both: the old stream is still delivered, and its
+        message keys are remembered; the new stream is held back. Once a held message's
+        key was already delivered (the new stream has caught up), or the old connection
+        ends, or ``connect_timeout`` passes, the engine switches: the old connection gets
+        a close frame and is dropped, the held messages are delivered without the
+        duplicates, and the new connection becomes current. Returns the new link; None
+        if the new connection failed (the old one stays); an ``_Ending`` if the old one
+        ended and the new one failed too. A pending command (close, kill...) aborts the
+        handover and is handled on the old connection.
+        """
+        s = self.settings
+        key_of = s.dedupe_key
+        assert key_of is not None
+        started = time.monotonic()
+        with self._sub_lock:
+            try:
+                new = self._new_link()
+            except (WebSocketError, OSError) as exc:
+                self._handover_failed(exc)
+                return None
+            try:
+                if self._subscribe(new) is None:
+                    self._abort(new)
+                    return None
+            except WebSocketError as exc:
+                self._abort(new)
+                self._handover_failed(exc)
+                return None
+            seen = _RecentKeys(HANDOVER_MAX_KEYS)
+            held: list[Any] = []
+            new_buf = bytearray(READ_BUFFER_SIZE)
+            poller = select.poll()
+            poller.register(old.sock.fileno(), select.POLLIN)
+            poller.register(new.sock.fileno(), select.POLLIN)
+            assert self._wake_r is not None
+            poller.register(self._wake_r.fileno(), select.POLLIN)
+            old_ending: _Ending | None = None
+            if new.handshake.leftover:
+                held.extend(new.parser.feed(new.handshake.leftover)[0])
+            deadline = time.monotonic() + s.connect_timeout
+            caught_up = False
+            while not caught_up:
+                if old_ending is None:
+                    old_ending = self._pump_old(old, seen, key_of)
+                failure: BaseException
+                try:
+                    n = self._read_into(new, new_buf)
+                except OSError as exc:
+                    n, failure = 0, exc
+                else:
+                    failure = EOFError("new connection closed during the handover")
+                if n > 0:
+                    msgs, ctrls, err = new.parser.feed(memoryview(new_buf)[:n])
+                    for m in msgs:
+                        held.append(m)
+                        if not caught_up:
+                            k = self._key(key_of, m)
+                            caught_up = k is not None and k in seen
+                    if ctrls and self._on_controls(new, ctrls) is not None:
+                        n = 0
+                    if err is not None:
+                        n, failure = 0, err
+                if n == 0:  # the new connection broke: give up on it
+                    self._abort(new)
+                    self._handover_failed(failure)
+                    return old_ending
+                if old_ending is not None or time.monotonic() >= deadline:
+                    break
+                if self._cmd_pending:  # close / kill / disconnect: back to the old link
+                    self._abort(new)
+                    return old_ending
+                if not caught_up:
+                    poller.poll(50)
+            # switch
+            if old_ending is None:
+                self._close_in_background(old, reason.value)
+                old_ending = _Ending(reason, 1000, reason.value)
+            self._retire(old)
+            new.connected_at = time.monotonic()
+            with self._write_lock, self._stats_lock:
+                self._link = new
+                self._connects += 1
+                self._handovers += 1
+                self._overlap_seconds += new.connected_at - started
+            self._record_disconnect(old, old_ending, gap=False)
+            fresh = []
+            dups = 0
+            for m in held:
+                k = self._key(key_of, m)
+                if k is not None and k in seen:
+                    dups += 1
+                else:
+                    fresh.append(m)
+            self._dedupe_seen = seen
+            self._dedupe_until = time.monotonic() + HANDOVER_DEDUPE_WINDOW
+            with self._stats_lock:
+                self._duplicates_dropped += dups
+        log.info("handover completed (%s): %d duplicate(s) dropped", reason.name, dups)
+        if fresh:
+            self._deliver(fresh)
+        self._call("on_connect", s.on_connect)
+        return new
+
+    def _pump_old(
+        self, old: _Link, seen: _RecentKeys, key_of: Callable[[Any], Any]
+    ) -> _Ending | None:
+        """During a handover: one read of the old connection, delivered as usual, its
+        keys remembered. Returns an ``_Ending`` once the old connection has ended."""
+        try:
+            n = self._read_into(old, self._buf)
+        except OSError as exc:
+            return self._lost(old, _R.NETWORK_ERROR, exc)
+        if n == 0:
+            return self._lost(old, _R.NETWORK_ERROR, EOFError("connection closed by peer (EOF)"))
+        if n < 0:
+            return None
+        msgs, ctrls, err = old.parser.feed(memoryview(self._buf)[:n])
+        if msgs:
+            for m in msgs:
+                k = self._key(key_of, m)
+                if k is not None:
+                    seen.add(k)
+            self._deliver(msgs)
+            self._handover_wanted = False
+        if ctrls:
+            ending = self._on_controls(old, ctrls)
+            if ending is not None:
+                return ending
+        if err is not None:
+            return self._protocol_failure(old, err)
+        return None
+
+    def _key(self, key_of: Callable[[Any], Any], msg: Any) -> Any:
+        try:
+            return key_of(msg)
+        except Exception:
+            with self._stats_lock:
+                self._callback_errors += 1
+            log.exception("dedupe_key raised; the message is not deduplicated")
+            return None
+
+    def _close_in_background(self, link: _Link, text: str) -> None:
+        """Closing handshake of a replaced connection on a short-lived thread, so the new
+        connection is served at once. What the old one still sends is discarded (the new
+        stream has it). Bounded by ``close_timeout``; joined at teardown."""
+        try:
+            with self._write_lock:
+                link.close_sent = True
+                self._write(link, link.encoder.encode_close(1000, text))
+        except (OSError, WebSocketError):
+            self._abort(link)
+            return
+
+        def finish() -> None:
+            deadline = time.monotonic() + self.settings.close_timeout
+            buf = bytearray(65536)
+            try:
+                while link.open and time.monotonic() < deadline:
+                    n = self._read_into(link, buf)
+                    if n == 0:
+                        break
+                    if n < 0:
+                        select.select([link.sock], [], [], min(0.1, deadline - time.monotonic()))
+                        continue
+                    _msgs, ctrls, err = link.parser.feed(memoryview(buf)[:n])
+                    if err is not None or any(op == codec.OP_CLOSE for op, _ in ctrls):
+                        break
+            except (OSError, ValueError):
+                pass
+            finally:
+                self._abort(link)
+
+        closer = threading.Thread(target=finish, name="kstlib-ws-engine-closer", daemon=True)
+        self._closers = [t for t in self._closers if t.is_alive()]
+        self._closers.append(closer)
+        closer.start()
+
+    def _handover_failed(self, exc: BaseException) -> None:
+        log.warning("handover failed, staying on the current connection: %s", exc)
+        with self._stats_lock:
+            self._handover_failures += 1
+        self._report_error(exc)
 
     def _deliver(self, msgs: list[Any], force: bool = False) -> float:
         """Hand a batch to the consumer; returns seconds spent blocked by back-pressure.
@@ -946,6 +1269,13 @@ class Engine:
         fn = self._decode_fn
         if fn is not None:
             msgs = [self._decode_one(fn, m) for m in msgs]
+        if self._dedupe_seen is not None:
+            msgs = self._drop_overlap(msgs)
+        wants = self.settings.should_handover
+        if wants is not None and self._handover_enabled:
+            for m in msgs:
+                if self._call("should_handover", wants, m):
+                    self._handover_wanted = True
         on_message = self.settings.on_message
         if on_message is not None:
             for m in msgs:
@@ -968,6 +1298,25 @@ class Engine:
             rest = rest[queued:]
         return time.monotonic() - started
 
+    def _drop_overlap(self, msgs: list[Any]) -> list[Any]:
+        """Just after a handover: drop messages the old connection already delivered."""
+        seen = self._dedupe_seen
+        if seen is None or time.monotonic() > self._dedupe_until:
+            self._dedupe_seen = None
+            return msgs
+        key_of = self.settings.dedupe_key
+        assert key_of is not None
+        fresh = []
+        for m in msgs:
+            k = self._key(key_of, m)
+            if k is None or k not in seen:
+                fresh.append(m)
+        dropped = len(msgs) - len(fresh)
+        if dropped:
+            with self._stats_lock:
+                self._duplicates_dropped += dropped
+        return fresh
+
     def _decode_one(self, fn: Callable[[Any], Any], raw: Any) -> Any:
         try:
             return fn(raw)
@@ -982,7 +1331,7 @@ class Engine:
         payload = link.ping_count.to_bytes(8, "big")
         if self._limiter is not None:
             self._limiter.record()
-        self._send_frame(codec.OP_PING, payload)
+        self._send_frame(codec.OP_PING, payload, link=link)
         if link.pong_deadline is _INF:
             link.ping_payload = payload
             link.pong_deadline = now + self.settings.ping_timeout
@@ -993,7 +1342,7 @@ class Engine:
                 if self._limiter is not None:
                     self._limiter.record()
                 try:
-                    self._send_frame(codec.OP_PONG, payload)
+                    self._send_frame(codec.OP_PONG, payload, link=link)
                 except (OSError, WebSocketError) as exc:
                     return self._lost(link, _R.NETWORK_ERROR, exc)
             elif opcode == codec.OP_PONG:
@@ -1028,6 +1377,9 @@ class Engine:
         if disc:
             return self._graceful(link, _R.USER_REQUESTED)
         if sched is not None:
+            if self._handover_enabled:  # rotate without a gap when the time comes
+                link.rotate_at = sched
+                return None
             self._pending_schedule_at = sched
             return self._graceful(link, _R.SCHEDULED)
         if soft and self.settings.should_disconnect is None:
@@ -1138,10 +1490,18 @@ class Engine:
             self._connection_time += time.monotonic() - link.connected_at
             self._link = None
 
-    def _record_disconnect(self, link: _Link, ending: _Ending) -> None:
+    def _record_disconnect(self, link: _Link, ending: _Ending, gap: bool = True) -> None:
+        """Count a disconnect once; ``gap`` is False for a handover (no interruption) and
+        for the final close."""
         self._retire(link)
         reason = ending.reason
+        gap = gap and self._stop_mode is None
+        if gap and self._markers:
+            self.inbox.put_batch([Disconnected(reason, time.time(), ending.code)], force=True)
         with self._stats_lock:
+            if gap:
+                self._gaps += 1
+                self._gap_started_at = time.monotonic()
             self._disconnects += 1
             if reason.is_proactive:
                 self._proactive += 1

@@ -26,7 +26,7 @@ from typing import Any
 from kstlib.websocket.config import Settings, load_settings
 from kstlib.websocket.engine import Engine
 from kstlib.websocket.inbox import Inbox, InboxFinished
-from kstlib.websocket.models import ConnectionState, WebSocketStats
+from kstlib.websocket.models import GAP_MARKERS, ConnectionState, WebSocketStats
 
 __all__ = ["WebSocketManager"]
 
@@ -231,8 +231,14 @@ class WebSocketManager:
             unsubscribe_message = {**message, "method": "UNSUBSCRIBE"}
         self._engine.remove_subscription(message, unsubscribe_message)
 
-    def stream(self) -> Iterator[Any]:
+    def stream(self, events: bool = False) -> Iterator[Any]:
         """Blocking iterator over incoming messages, across reconnects.
+
+        With ``events=True`` it also yields, in order with the messages, a
+        :class:`~kstlib.websocket.models.Disconnected` marker where a connection ended and a
+        :class:`~kstlib.websocket.models.Connected` marker where the next one began, so
+        code that keeps state (an order book) knows where data may be missing. A
+        make-before-break handover is no gap and yields no marker.
 
         Ends normally once the manager is closed or disconnected by the user (after the
         queued messages); raises :class:`WebSocketConnectionError` when reconnecting gave
@@ -240,15 +246,19 @@ class WebSocketManager:
         (``auto_reconnect=False``). Connects first if ``connect()`` was never called.
         Leaving the loop early keeps unread messages queued for the next ``stream()``.
         """
+        if events:
+            self._engine.enable_markers()
         if not self._started:
             self.connect()
-        return self._iterate()
+        return self._iterate(events)
 
-    __iter__ = stream
+    def __iter__(self) -> Iterator[Any]:
+        return self.stream()
 
-    def _iterate(self) -> Iterator[Any]:
+    def _iterate(self, events: bool) -> Iterator[Any]:
         inbox = self._inbox
         get_batch = inbox.get_batch
+        engine = self._engine
         while True:
             try:
                 batch = get_batch()
@@ -256,6 +266,8 @@ class WebSocketManager:
                 if end.error is not None:
                     raise end.error from None
                 return
+            if engine.markers_enabled and not events:
+                batch = [m for m in batch if type(m) not in GAP_MARKERS]
             it = iter(batch)
             try:
                 yield from it

@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 __all__ = [
+    "GAP_MARKERS",
     "LEGAL_TRANSITIONS",
+    "Connected",
     "ConnectionState",
     "DisconnectReason",
+    "Disconnected",
     "ReconnectStrategy",
     "WebSocketStats",
 ]
@@ -124,3 +127,42 @@ class WebSocketStats:
     disconnects_by_reason: Mapping[DisconnectReason, int] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    #: Make-before-break rotations completed, overlap duplicates dropped, and the
+    #: seconds spent with two connections open during handovers.
+    handovers: int = 0
+    handover_failures: int = 0
+    duplicates_dropped: int = 0
+    overlap_seconds: float = 0.0
+    #: Interruptions of the stream (a disconnect the engine recovers from, not a handover)
+    #: and the seconds spent without a connection while the engine was running.
+    gaps: int = 0
+    gap_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """Gap marker of ``stream(events=True)``: the connection ended here; messages after
+    it come from a new connection, so data between the two may be missing.
+
+    ``reason`` is the :class:`DisconnectReason`; ``at`` the wall-clock time
+    (``time.time()``); ``code`` the close code when a close frame was exchanged."""
+
+    reason: DisconnectReason
+    at: float
+    code: int | None = None
+
+
+@dataclass(frozen=True)
+class Connected:
+    """Gap marker of ``stream(events=True)``: a connection was established here.
+
+    ``at`` is the wall-clock time; ``resubscribed`` how many subscription messages were
+    (re)sent on it; ``reconnect`` is False for the first connection of a stream."""
+
+    at: float
+    resubscribed: int
+    reconnect: bool = True
+
+
+#: The in-band marker types of ``stream(events=True)``.
+GAP_MARKERS = (Connected, Disconnected)
