@@ -8,15 +8,15 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from helpers import no_leaks, wait_for
+
 from kstlib.websocket import (
     Connected,
     Disconnected,
     DisconnectReason,
     WebSocketManager,
+    aio,
 )
-from kstlib.websocket import aio
 from kstlib.websocket.testing import ExchangeSimulator
 
 pytestmark = pytest.mark.timeout(120)

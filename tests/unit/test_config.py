@@ -991,7 +991,7 @@ def test_good_urls(url: str) -> None:
 
 
 def test_handover_needs_a_dedupe_key() -> None:
-    with pytest.raises(ValueError, match="handover.*dedupe_key"):
+    with pytest.raises(ValueError, match=r"handover.*dedupe_key"):
         load_settings(URL, handover=True)
     with pytest.raises(ValueError, match="should_handover"):
         load_settings(URL, handover=False, should_handover=lambda m: True)

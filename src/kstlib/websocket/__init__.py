@@ -27,8 +27,8 @@ from kstlib.websocket.models import (
 __all__ = [
     "Connected",
     "ConnectionState",
-    "Disconnected",
     "DisconnectReason",
+    "Disconnected",
     "ReconnectStrategy",
     "WebSocketClosedError",
     "WebSocketConnectionError",
