@@ -307,6 +307,15 @@ def main(argv: list[str] | None = None) -> int:
 def write_outputs(out: Path, meta: dict[str, Any], cases: list[Case], raw: dict[str, Any]) -> None:
     """RESULTS.md and results.png from the raw measurements."""
     summaries = {c.name: report.summarize(c, raw[c.name]) for c in cases}
+    loads = sorted(
+        run["loadavg_1min"]
+        for entry in raw.values()
+        for runner in entry.values()
+        for run in runner["runs"]
+        if "loadavg_1min" in run
+    )
+    if loads:
+        meta = {**meta, "load_during": (loads[len(loads) // 2], loads[-1])}
     report.write_markdown(out / "RESULTS.md", meta, cases, summaries)
     try:
         report.write_chart(out / "results.png", cases, summaries)

@@ -291,12 +291,28 @@ def write_markdown(
             if max(meta["load_start"], meta["load_end"]) > 0.5
             else ""
         ),
+        *(
+            [
+                f"- Load average (1 min) at the end of each measurement: median "
+                f"{meta['load_during'][0]:.2f}, max {meta['load_during'][1]:.2f}"
+            ]
+            if "load_during" in meta
+            else []
+        ),
         f"- {meta['platform']}",
         f"- Python {meta['python']}",
         "- Packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()),
         f"- kstlib.websocket codec: {meta['kstlib_codec']}",
         "",
     ]
+    busy = meta.get("load_during", (meta["load_start"], 0.0))[0]
+    if busy > (meta.get("cores") or 1):
+        lines += [
+            f"> **Warning:** the median load average during the measurements was {busy:.1f} "
+            f"on {meta['cores']} cores: other processes competed for the CPU and the spreads "
+            "are wide. Re-run on a quiet machine before reading small differences.",
+            "",
+        ]
     rows = targets(cases, summaries)
     if rows:
         lines += [
