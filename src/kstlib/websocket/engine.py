@@ -966,7 +966,8 @@ class Engine:
         ping_every = s.ping_interval
         next_ping = now + ping_every if ping_every else _INF
         check_every = s.disconnect_check_interval
-        next_check = now + check_every
+        # no should_disconnect: nothing to check, so an idle connection never wakes up
+        next_check = now + check_every if s.should_disconnect is not None else _INF
         age_deadline = link.connected_at + s.max_connection_age if s.max_connection_age else _INF
         leftover = link.handshake.leftover
         pending_input: bytes | None = leftover if leftover else None
@@ -1060,8 +1061,10 @@ class Engine:
                 continue
             # 4. nothing to read: sleep until data, a command, or the next timer
             wake_at = min(next_ping, link.pong_deadline, next_check, age_deadline, link.rotate_at)
-            timeout_ms = max(0, math.ceil((wake_at - now) * 1000.0))
-            poller.poll(min(timeout_ms, 3_600_000))
+            if wake_at == _INF:
+                poller.poll()  # nothing scheduled: data or a command (wake pipe) ends it
+            else:
+                poller.poll(min(max(0, math.ceil((wake_at - now) * 1000.0)), 3_600_000))
 
     # ------------------------------------------------------------------ handover
 
