@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import IO
 
 import orjson
 import pytest
@@ -40,7 +41,7 @@ def run_cli(args: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedP
 
 
 class Child:
-    """A running CLI subprocess whose stdout lines are collected as they arrive."""
+    """A running CLI subprocess whose stdout and stderr lines are collected as they come."""
 
     def __init__(self, args: Sequence[str]) -> None:
         self.proc = subprocess.Popen(
@@ -50,53 +51,74 @@ class Child:
             text=True,
             bufsize=1,
         )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.stderr = ""
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
+        self.out = _Lines(self.proc.stdout)
+        self.err = _Lines(self.proc.stderr)
 
     def wait_line(self, pattern: str, timeout: float = 20.0) -> str:
-        """Return the first stdout line (from now on) matching ``pattern``."""
-        deadline = time.monotonic() + timeout
-        rx = re.compile(pattern)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no line matching {pattern!r}; got {self.seen!r}")
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(f"stdout ended before {pattern!r}; got {self.seen!r}")
-            self.seen.append(line)
-            if rx.search(line):
-                return line
+        """The first stdout line (not looked at before) matching ``pattern``."""
+        return self.out.wait(pattern, timeout)
+
+    def wait_err_line(self, pattern: str, timeout: float = 20.0) -> str:
+        """The first stderr line (not looked at before) matching ``pattern``."""
+        return self.err.wait(pattern, timeout)
 
     def finish(self, timeout: float = 20.0) -> tuple[int, list[str], str]:
-        """Wait for the exit; return (status, every stdout line, stderr)."""
-        assert self.proc.stderr is not None
-        self.stderr = self.proc.stderr.read()
+        """Wait for the exit; return (status, every stdout line, the whole stderr)."""
         status = self.proc.wait(timeout)
-        self._reader.join(timeout)
-        while True:
-            line = self.lines.get_nowait() if not self.lines.empty() else None
-            if line is None:
-                break
-            self.seen.append(line)
-        return status, self.seen, self.stderr
+        return status, self.out.all(timeout), "\n".join(self.err.all(timeout))
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
+
+
+class _Lines:
+    """Lines of a pipe, read by a thread as they arrive."""
+
+    def __init__(self, pipe: IO[str] | None) -> None:
+        assert pipe is not None
+        self.pipe = pipe
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self.ended = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.pipe:
+            self.queue.put(line.rstrip("\n"))
+        self.queue.put(None)
+
+    def wait(self, pattern: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while not self.ended:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                line = self.queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.ended = True
+                break
+            self.seen.append(line)
+            if rx.search(line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r}; got {self.seen!r}")
+
+    def all(self, timeout: float) -> list[str]:
+        """Every line, once the pipe has ended."""
+        self.thread.join(timeout)
+        while not self.ended:
+            line = self.queue.get(timeout=timeout)
+            if line is None:
+                self.ended = True
+            else:
+                self.seen.append(line)
+        return self.seen
 
 
 @contextmanager
@@ -254,6 +276,18 @@ def test_stream_connection_refused_is_one_line_error() -> None:
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("kstlib-ws: error: ")
     assert url in last and "2 attempt(s)" in last and "refused" in last.lower()
+
+
+def test_stream_sigint_while_retrying_to_connect_ends_cleanly() -> None:
+    url = f"ws://127.0.0.1:{free_port()}/ws"
+    with child(["stream", url, "--reconnect-delay", "5"]) as c:  # default: 10 attempts
+        c.wait_err_line(r"connection attempt 1 to .* failed")
+        c.proc.send_signal(signal.SIGINT)
+        status, lines, stderr = c.finish()
+    assert status == 0
+    assert lines == []
+    assert "0 message(s) received (SIGINT)" in stderr
+    assert_clean_stderr(stderr)
 
 
 def test_stream_http_404_fails_at_once(exchange_simulator: ExchangeSimulator) -> None:

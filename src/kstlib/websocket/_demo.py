@@ -31,15 +31,15 @@ Not thread-safe: :func:`run_demo` is meant to run once per process, in the main 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from kstlib.websocket.exceptions import WebSocketClosedError, WebSocketError
 from kstlib.websocket.models import (
@@ -49,7 +49,7 @@ from kstlib.websocket.models import (
     WebSocketStats,
 )
 
-__all__ = ["CandleClock", "DemoOptions", "DemoPolicy", "StopSignals", "run_demo"]
+__all__ = ["CandleClock", "DemoOptions", "DemoPolicy", "StopSignals", "run_demo", "silence"]
 
 #: Stream names published by the demo's exchange.
 KLINE_STREAM = "btcusdt@kline_4h"
@@ -467,11 +467,10 @@ class _Demo:
         return lines
 
 
-@contextmanager
-def _thread(target: Callable[[], None], name: str) -> Iterator[threading.Thread]:
+def _start_thread(target: Callable[[], None], name: str) -> threading.Thread:
     t = threading.Thread(target=target, name=name, daemon=True)
     t.start()
-    yield t
+    return t
 
 
 def run_demo(opts: DemoOptions, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -495,7 +494,9 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None, err: TextIO | None = 
     )
     status = 0
     error_text = ""
-    with sim:
+    # Signals first: from here on, Ctrl-C / SIGTERM only set stop_event (no traceback,
+    # even while the simulator starts); the stopper thread then closes the manager.
+    with StopSignals(lambda _signum: demo.stop_event.set()) as signals, sim:
         ws = WebSocketManager(
             sim.stream_url(KLINE_STREAM),
             config={},  # the demo does not depend on the user's kstlib.conf.yml
@@ -524,35 +525,45 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None, err: TextIO | None = 
             f"(exchange cuts at {opts.server_connection_age:g} s)"
             + (f"; running {opts.duration:g} s" if opts.duration else "; Ctrl-C to stop")
         )
-        with (
-            StopSignals(lambda _signum: demo.stop_event.set()) as signals,
-            _thread(demo.stopper, "kstlib-ws-demo-stopper") as stopper,
-            _thread(demo.status_loop, "kstlib-ws-demo-status") as status_thread,
-        ):
-            try:
+        stopper = _start_thread(demo.stopper, "kstlib-ws-demo-stopper")
+        status_thread = _start_thread(demo.status_loop, "kstlib-ws-demo-status")
+        try:
+            if not demo.stop_event.is_set():
                 ws.connect()
                 for msg in ws.stream():
                     demo.handle(msg)
-                    if console.broken:
+                    if console.broken:  # stdout closed (`| head`): nobody is watching
                         demo.stop_event.set()
-            except WebSocketClosedError:
-                if not demo.stop_event.is_set():
-                    raise
-            except WebSocketError as exc:
-                error_text = str(exc).replace("\n", " ")
+        except WebSocketError as exc:
+            # closing while connect() waits raises WebSocketClosedError: not an error
+            if not (isinstance(exc, WebSocketClosedError) and demo.stop_event.is_set()):
+                error_text = " ".join(str(exc).split())
                 status = 1
-            except KeyboardInterrupt:  # a SIGINT that arrived before the handler was set
-                pass
-            finally:
-                demo.stop_event.set()
-                stopper.join()
-                demo.done.set()
-                status_thread.join()
-                console.end_status()
+        except KeyboardInterrupt:  # a SIGINT that arrived before the handler was set
+            pass
+        finally:
+            demo.stop_event.set()
+            stopper.join()
+            demo.done.set()
+            status_thread.join()
+            console.end_status()
         ended_by = signals.name or ("error" if status else "duration reached")
         stats = ws.stats
     for line in demo.summary(stats, ended_by):
         console.event(line)
     if error_text:
         console.error(f"kstlib-ws: error: {error_text}")
+    if console.broken:
+        silence(console.out)
     return status
+
+
+def silence(stream: TextIO | BinaryIO) -> None:
+    """After EPIPE on ``stream`` (stdout piped into ``head``...): point its descriptor at
+    /dev/null so later writes and the interpreter's final flush do not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass

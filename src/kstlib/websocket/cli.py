@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import base64
 import logging
-import os
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -232,8 +231,7 @@ class _PlainFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if self.tracebacks:
             return super().format(record)
-        record.message = record.getMessage()
-        text = self.formatMessage(record)
+        text = f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
         if record.exc_info and record.exc_info[1] is not None:
             text += f": {_one_line(record.exc_info[1])}"
         return " ".join(text.split())
@@ -305,7 +303,7 @@ def _emit_line(out: BinaryIO, msg: Any, raw: bool) -> None:
 
 def run_stream(args: argparse.Namespace, out: BinaryIO, err: TextIO) -> int:
     """The ``stream`` command; returns the exit status."""
-    from kstlib.websocket._demo import StopSignals
+    from kstlib.websocket._demo import StopSignals, silence
     from kstlib.websocket.manager import WebSocketManager
 
     status = _Status(err, args.quiet)
@@ -362,7 +360,7 @@ def run_stream(args: argparse.Namespace, out: BinaryIO, err: TextIO) -> int:
                         break
         except BrokenPipeError:
             # The reader went away (`| head`): stop quietly; further writes go nowhere.
-            _silence(out)
+            silence(out)
         except WebSocketConnectionError as exc:
             if not stop.is_set():
                 status.line(f"error: {_one_line(exc)}", always=True)
@@ -384,17 +382,6 @@ def run_stream(args: argparse.Namespace, out: BinaryIO, err: TextIO) -> int:
         ended = f" ({signals.name})" if signals.name else ""
         status.line(f"{received} message(s) received{ended}")
     return code
-
-
-def _silence(out: BinaryIO) -> None:
-    """After EPIPE on stdout: point fd 1 at /dev/null so the interpreter's final flush
-    does not raise again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, out.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -420,8 +407,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             except ValueError as exc:
                 parser.error(str(exc))
-            return run_demo(opts)
-        return run_stream(args, sys.stdout.buffer, err)
+            try:
+                return run_demo(opts)
+            except KeyboardInterrupt:  # Ctrl-C before the demo's own handler was installed
+                return EXIT_OK
+        try:
+            return run_stream(args, sys.stdout.buffer, err)
+        except KeyboardInterrupt:  # Ctrl-C before the stream's own handler was installed
+            return EXIT_OK
 
 
 if __name__ == "__main__":
