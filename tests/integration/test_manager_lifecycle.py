@@ -382,3 +382,27 @@ def test_breaking_out_of_stream_keeps_unread_messages(sim: ExchangeSimulator) ->
         second = take(ws, 5)
         ids = [m["t"] for m in first + second]
         assert ids == list(range(ids[0], ids[0] + 10))  # nothing skipped in between
+
+
+def test_close_while_connecting_aborts_the_handshake(sim: ExchangeSimulator) -> None:
+    sim.accept_delay(30)  # the server would answer the handshake only after 30 s
+    outcome: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            ws.connect()
+        except WebSocketClosedError as exc:
+            outcome.append(exc)
+
+    with no_leaks():
+        ws = WebSocketManager(sim.stream_url("btcusdt@trade"), close_timeout=1.0)
+        t = threading.Thread(target=connect)
+        t.start()
+        assert wait_for(lambda: sim.handshake_attempts == 1)
+        started = time.monotonic()
+        ws.close()
+        elapsed = time.monotonic() - started
+        t.join(10)
+        assert ws.state is ConnectionState.CLOSED
+        assert len(outcome) == 1  # connect() reports that it was closed, not a hang
+        assert elapsed < 1.0 + 3.0  # close_timeout plus a generous margin, not 30 s

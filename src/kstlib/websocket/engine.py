@@ -228,6 +228,7 @@ class Engine:
         self._dedupe_seen: _RecentKeys | None = None
         self._dedupe_until = 0.0
         self._markers = False
+        self._cancel_connect: Callable[[], None] | None = None
         self._closers: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ decode plan
@@ -424,6 +425,9 @@ class Engine:
                 if self._stop_mode != "force":
                     self._stop_mode = mode
                 self._wake()
+            cancel = self._cancel_connect
+        if cancel is not None:  # a handshake in progress: end it now
+            cancel()
         self.inbox.interrupt_put()
         if running:
             if self.in_engine_thread:
@@ -870,6 +874,7 @@ class Engine:
             ssl_context=s.ssl,
             proxy=s.proxy,
             compression=s.compression == "deflate",
+            on_cancel=self._set_cancel_connect,
         )
         try:
             parser, encoder = transport.make_codec(
@@ -880,6 +885,13 @@ class Engine:
         except BaseException:
             hs.sock.close()
             raise
+
+    def _set_cancel_connect(self, cancel: Callable[[], None] | None) -> None:
+        with self._cond:
+            self._cancel_connect = cancel
+            stopping = self._stop_mode is not None
+        if stopping and cancel is not None:
+            cancel()  # close() came before the handshake started
 
     def _subscribe(self, link: _Link) -> int | None:
         """Send the subscriptions, in order, on ``link``; returns how many (None: stopped).

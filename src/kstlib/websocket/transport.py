@@ -347,6 +347,7 @@ def open_connection(
     ssl_context: ssl.SSLContext | None = None,
     proxy: str | None = None,
     compression: bool = True,
+    on_cancel: Callable[[Callable[[], None] | None], None] | None = None,
 ) -> Handshake:
     """Connect to ``url`` (``ws://`` or ``wss://``) and perform the opening handshake.
 
@@ -366,6 +367,10 @@ def open_connection(
       ``no_proxy`` environment variables.
     * ``compression``: offer permessage-deflate (:func:`build_deflate_offer`) and accept
       the server's parameters (:func:`parse_deflate_response`).
+    * ``on_cancel``: receives a callable (any thread may call it) that aborts this
+      handshake at once by shutting its socket down, and ``None`` when the handshake is
+      over. It lets a ``close()`` end a connect stuck on a silent server; the TCP connect
+      itself is bounded by ``timeout``.
 
     Redirects (301/302/303/307/308) are followed up to 3 times, as websocket-client does.
     Every failure (refused, DNS, proxy, TLS verification, timeout, non-101 status, wrong
@@ -395,6 +400,15 @@ def open_connection(
     ws = websocket.WebSocket(
         sslopt={"context": context}, enable_multithread=False, skip_utf8_validation=True
     )
+
+    def cancel() -> None:
+        sock = ws.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    if on_cancel is not None:
+        on_cancel(cancel)
     try:
         ws.connect(url, timeout=timeout, **options)  # type: ignore[no-untyped-call]
     except Exception as exc:
@@ -405,7 +419,9 @@ def open_connection(
         raise WebSocketConnectionError(
             f"cannot open WebSocket {where}: {_describe(exc)}", url=url, attempts=1
         ) from exc
-
+    finally:
+        if on_cancel is not None:
+            on_cancel(None)
     sock = ws.sock
     ws.sock = None  # websocket-client no longer owns the socket: it never closes it now
     ws.connected = False
