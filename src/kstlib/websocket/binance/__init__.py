@@ -22,7 +22,11 @@ Building blocks
 
 Limits respected by default (Binance spot market streams)
     * at most 5 outgoing frames per second per connection, pings and pongs included
-      (``max_send_rate=5``, enforced by the engine over a sliding one-second window);
+      (``max_send_rate=5``, the engine's hard cap over a sliding one-second window). The
+      client itself paces its requests, counting the subscriptions resent on each
+      reconnect, at 4 per 1.1 s per connection: the server counts frames when they
+      arrive, so a frame released exactly one second after an earlier one could land in
+      the same window, and the fifth frame of each second stays free for a ping or pong;
     * at most 1024 streams per connection: more are spread over several connections
       (``max_streams_per_connection``), merged into one :meth:`BinanceStreams.stream`;
     * at most 300 connection attempts per 5 minutes, across all of a client's connections
@@ -69,6 +73,7 @@ __all__ = [
     "MAX_CONNECTION_ATTEMPTS",
     "MAX_SEND_RATE",
     "MAX_STREAMS_PER_CONNECTION",
+    "REQUESTS_PER_SECOND",
     "BinanceRequestError",
     "BinanceStreams",
     "ConnectionEvent",
@@ -91,6 +96,9 @@ MAX_STREAMS_PER_CONNECTION = 1024
 MAX_SEND_RATE = 5
 #: Connection attempts per window (seconds), per IP address.
 MAX_CONNECTION_ATTEMPTS: tuple[int, float] = (300, 300.0)
+#: The client's own pace for requests on one connection: this many per second (plus a
+#: 0.1 s margin), leaving the fifth frame of each second to pings and pongs.
+REQUESTS_PER_SECOND = 4
 #: Rotation age: 23 h 50 min, ten minutes before Binance's 24-hour cut.
 MAX_CONNECTION_AGE = 23 * 3600.0 + 50 * 60.0
 
@@ -340,6 +348,12 @@ class ConnectionPacer:
             elif cancel.wait(wait):
                 return False
 
+    def record(self, count: int = 1) -> None:
+        """Record ``count`` attempts made now without waiting (they could not wait)."""
+        with self._lock:
+            now = time.monotonic()
+            self._times.extend([now] * min(count, self.max_attempts))
+
 
 # ----------------------------------------------------------------------------- the client
 
@@ -380,6 +394,9 @@ class _Conn:
         self.reader: threading.Thread | None = None
         self.initial: list[dict[str, Any]] = []  # subscriptions it was created with
         self.retired = False
+        # Frames this client sends on the connection: requests, and the resent
+        # subscriptions recorded when a (re)connect is seen (late is on the safe side).
+        self.sends = ConnectionPacer(REQUESTS_PER_SECOND, 1.0, margin=0.1)
 
 
 def _manager_supports_events() -> bool:
@@ -634,6 +651,11 @@ class BinanceStreams:
         finally:
             self._forget(rids)
 
+    def _pace(self, conn: _Conn) -> None:
+        """Wait for a request slot on ``conn`` (see :data:`REQUESTS_PER_SECOND`)."""
+        if not conn.sends.acquire(self._cancel):
+            raise WebSocketClosedError(None, "BinanceStreams closed")
+
     def _take_reply(self, conn: _Conn, msg: Any) -> bool:
         """Called by a reader: True if ``msg`` is a reply to this client (consumed)."""
         if type(msg) is not dict or "id" not in msg or not ("result" in msg or "error" in msg):
@@ -660,7 +682,8 @@ class BinanceStreams:
         An ``UNSUBSCRIBE`` is then done (its entry is no longer resent); a
         ``LIST_SUBSCRIPTIONS`` fails; a ``SUBSCRIBE`` stays registered and its reply comes
         from the next connection."""
-        if not isinstance(event, Disconnected):
+        if isinstance(event, Connected):
+            conn.sends.record(event.resubscribed)
             return
         with self._lock:
             owed = [p for p in self._pending.values() if p.conn is conn and not p.done.is_set()]
@@ -705,6 +728,7 @@ class BinanceStreams:
         except BaseException:
             self._forget(ids)
             raise
+        conn.sends.record(len(conn.initial))
         reader = threading.Thread(
             target=self._read, args=(conn,), name=f"kstlib-binance-reader-{conn.index}", daemon=True
         )
@@ -891,6 +915,7 @@ class BinanceStreams:
                         for s in chunk:
                             self._owner[s] = conn
                     sent.append((conn, entry))
+                    self._pace(conn)
                     try:
                         conn.manager.subscribe(entry)
                     except WebSocketClosedError:
@@ -912,6 +937,7 @@ class BinanceStreams:
             params = list(entry["params"])
             undo = {"method": "UNSUBSCRIBE", "params": params, "id": self._new_id()}
             try:
+                self._pace(conn)
                 conn.manager.unsubscribe(entry, undo)
             except (ValueError, WebSocketClosedError):
                 pass
@@ -979,12 +1005,14 @@ class BinanceStreams:
                 replacement = self._sub_entry(keep)
                 self._expect(replacement["id"], "SUBSCRIBE", conn)
                 ids.append(replacement["id"])
+                self._pace(conn)
                 try:
                     manager.subscribe(replacement)
                 except WebSocketClosedError:
                     pass
             rid = self._new_id()
             request = {"method": "UNSUBSCRIBE", "params": drop, "id": rid}
+            self._pace(conn)
             if manager.is_connected:  # else nothing is sent: the reconnect just omits it
                 self._expect(rid, "UNSUBSCRIBE", conn)
                 ids.append(rid)
@@ -1021,6 +1049,7 @@ class BinanceStreams:
                     rid = self._new_id()
                     self._expect(rid, "LIST_SUBSCRIPTIONS", conn)
                     ids.append(rid)
+                    self._pace(conn)
                     conn.manager.send({"method": "LIST_SUBSCRIPTIONS", "id": rid})
             except BaseException:
                 self._forget(ids)
