@@ -36,7 +36,7 @@ from kstlib.websocket.testing import ExchangeSimulator
 
 pytestmark = pytest.mark.timeout(60)
 
-FAST = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.2, "close_timeout": 2.0}
+FAST: dict[str, Any] = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.2, "close_timeout": 2.0}
 PER_CONN = 3
 BINANCE_RULES: dict[str, Any] = {
     "max_incoming_rate": 5,
@@ -292,6 +292,28 @@ def test_seven_streams_spread_over_three_connections(sim: ExchangeSimulator) -> 
             assert len(bn.connections) == 3
             assert wait_for(lambda: sim.connection_count == 3)
     assert rate_limited(sim) == []
+
+
+def test_slow_consumer_loses_nothing_and_requests_still_answer() -> None:
+    """queue_size=4 with "block": the queues fill, the engines stop reading; a request
+    still gets its reply (the readers stop waiting for room while it is pending), and a
+    late consumer then sees every event of every stream, in order."""
+    streams = ["btcusdt@trade", "ethusdt@trade", "solusdt@trade", "bnbusdt@trade"]
+    with ExchangeSimulator(event_rate=200, **BINANCE_RULES) as sim, no_leaks():
+        with client(sim, streams, queue_size=4, unwrap=True) as bn:
+            assert sim.wait_until(lambda: sim.events_published > 400, timeout=20)
+            assert sorted(bn.list_subscriptions()) == sorted(streams)
+            ids: dict[str, list[int]] = defaultdict(list)
+            for name, event in bn.stream():
+                ids[name].append(event["t"])
+                if sum(map(len, ids.values())) >= 300:
+                    break
+            assert all(m.stats.messages_dropped == 0 for m in bn.connections)
+            # close while the queues are full and nobody reads: nothing hangs
+            assert sim.wait_until(lambda: sim.events_published > 1000, timeout=20)
+        for name, got in ids.items():
+            assert got == list(range(got[0], got[0] + len(got))), name
+        assert rate_limited(sim) == []
 
 
 def test_many_requests_quickly_never_trip_the_rate_limit(sim: ExchangeSimulator) -> None:

@@ -44,7 +44,6 @@ Every option of :class:`~kstlib.websocket.config.Settings` may be passed to
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
 import math
@@ -399,10 +398,6 @@ class _Conn:
         self.sends = ConnectionPacer(REQUESTS_PER_SECOND, 1.0, margin=0.1)
 
 
-def _manager_supports_events() -> bool:
-    return "events" in inspect.signature(WebSocketManager.stream).parameters
-
-
 _FORBIDDEN = {
     "subscriptions": "pass streams, or call subscribe()",
     "on_message": "iterate stream() (the client reads every connection itself)",
@@ -540,7 +535,6 @@ class BinanceStreams:
         self._connected = False
         self._closing = False
         self._error: BaseException | None = None
-        self._events = _manager_supports_events()
 
         # Validate every option now (the first manager does), not at connect().
         chunks = [names[i : i + self._capacity] for i in range(0, len(names), self._capacity)]
@@ -745,13 +739,7 @@ class BinanceStreams:
         take_reply = self._take_reply
         unwrap_items = self._unwrap
         try:
-            manager = conn.manager
-            source: Iterator[Any] = (
-                manager.stream(events=True)  # type: ignore[call-arg,unused-ignore]
-                if self._events
-                else manager.stream()
-            )
-            for item in source:
+            for item in conn.manager.stream(events=True):
                 if isinstance(item, (Connected, Disconnected)):
                     self._on_marker(conn, item)
                     with self._lock:
