@@ -417,7 +417,13 @@ class BinanceStreams:
     payloads are ``{"stream": name, "data": event}``; ``unwrap=True`` makes
     :meth:`stream` yield ``(stream, event)`` tuples instead (``(None, msg)`` for the rare
     unwrapped message, e.g. ``serverShutdown``). ``combined=False`` delivers bare events
-    (``unwrap`` is then refused: a bare event does not name its stream).
+    (``unwrap`` is then refused: a bare event does not name its stream). Streams travel
+    in messages rather than in a ``/stream?streams=`` URL because a URL cannot forget a
+    stream (a reconnect would restore an unsubscribed one) and 1024 names make a URL
+    of some 20 KB.
+
+    Gap markers: ``stream(events=True)`` also yields a :class:`ConnectionEvent` where a
+    connection was lost and where it came back (a handover is no gap and yields none).
 
     Options: ``base`` (``wss://host[:port]``), ``max_connection_attempts`` (``(n,
     seconds)``, default ``(300, 300.0)``) or ``pacer`` (a shared
