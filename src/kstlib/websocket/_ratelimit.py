@@ -3,8 +3,11 @@
 Exchanges count every frame a client sends (Binance: 5 per second, pings and pongs
 included) over a sliding window, so a token bucket that refills continuously could still
 exceed the limit. :class:`SendRateLimiter` keeps the send times of the last ``n`` messages
-(``n = max(1, floor(rate))``, window ``n / rate`` seconds) and lets a message through only
-when the oldest of them has left the window.
+(``n = max(1, floor(rate))``, window ``n / rate`` seconds plus a 10 % margin) and lets a
+message through only when the oldest of them has left the window. The margin absorbs the
+network jitter between our clock and the server's: without it, a frame released exactly
+one window after the oldest one may land inside the server's window (seen against the
+simulator about one run in four).
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["SendRateLimiter"]
+__all__ = ["WINDOW_MARGIN", "SendRateLimiter"]
+
+#: The sliding window is this much longer than ``slots / rate``.
+WINDOW_MARGIN = 1.1
 
 
 class SendRateLimiter:
@@ -29,7 +35,7 @@ class SendRateLimiter:
         if rate <= 0:
             raise ValueError(f"max_send_rate must be > 0, got {rate}")
         self.slots = max(1, math.floor(rate))
-        self.window = self.slots / rate
+        self.window = WINDOW_MARGIN * self.slots / rate
         self._times: deque[float] = deque(maxlen=self.slots)
         self._lock = threading.Lock()
 

@@ -164,8 +164,10 @@ class WebSocketManager:
         self,
         message: dict[str, Any] | str,
         unsubscribe_message: dict[str, Any] | str | None = None,
+        *,
+        send: bool = True,
     ) -> None:
-        self._sync.unsubscribe(message, unsubscribe_message)
+        self._sync.unsubscribe(message, unsubscribe_message, send=send)
 
     def stream(self, events: bool = False) -> AsyncIterator[Any]:
         """Async iterator over incoming messages; same end and error rules, and the same

@@ -217,12 +217,18 @@ class WebSocketManager:
         self,
         message: dict[str, Any] | str,
         unsubscribe_message: dict[str, Any] | str | None = None,
+        *,
+        send: bool = True,
     ) -> None:
         """Remove ``message`` from the subscriptions (``ValueError`` if absent).
 
         When connected, ``unsubscribe_message`` is sent; by default, for a Binance-style
         ``{"method": "SUBSCRIBE", "params": [...]}`` message, the matching ``UNSUBSCRIBE``
-        (same params and id) is sent."""
+        (same params and id) is sent. ``send=False`` only forgets ``message`` (e.g. a
+        subscription the server refused)."""
+        if not send:
+            self._engine.remove_subscription(message, None)
+            return
         if (
             unsubscribe_message is None
             and isinstance(message, dict)
