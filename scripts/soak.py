@@ -20,7 +20,8 @@ Every ``--fault-every`` seconds the next fault of a fixed cycle is injected:
 
 The consumer checks the id sequence:
 
-* an id lower than or equal to the previous one is a **duplicate** (must be 0);
+* an id received a second time is a **duplicate** (must be 0); an id received after a
+  higher one is **out of order** (must be 0; it is then no longer counted as lost);
 * ids skipped between two messages are **lost**; when a ``Disconnected`` marker came
   between the two messages they are counted as **lost in gaps** (reactive faults may lose
   data: the marker tells order-book code to resync), otherwise as **lost outside gaps**
@@ -31,8 +32,9 @@ and received, lost outside/inside gaps, duplicates, RSS sampled every ``--sample
 seconds (start, end, max), threads and file descriptors before/after, and the manager's
 counters (connects, reconnect attempts, disconnects by reason, handovers, gaps).
 
-Exit status: 0 when nothing was lost outside gaps, nothing was duplicated and the
-consumer ended normally; 1 otherwise; 2 for bad arguments.
+Exit status: 0 when nothing was lost outside gaps, nothing was duplicated or reordered
+and the consumer ended normally; 1 otherwise; 2 for bad arguments. ``--faults`` picks
+the fault cycle (e.g. ``--faults close_all,reset_all,refuse,kill`` or ``none``).
 
 Usage::
 
@@ -51,7 +53,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from kstlib.websocket import WebSocketManager
@@ -81,24 +83,32 @@ def trade_id(msg: Any) -> Any:
     return msg.get("t") if isinstance(msg, dict) else None
 
 
-@dataclass
-class IdAudit:
-    """Consumer-side accounting of the id sequence (used by one consumer thread)."""
+_UNSEEN, _RECEIVED, _MISSING_IN_GAP, _MISSING_OUTSIDE = 0, 1, 2, 3
 
-    first_id: int | None = None
-    last_id: int | None = None
-    received: int = 0
-    duplicates: int = 0
-    lost_outside_gaps: int = 0
-    lost_in_gaps: int = 0
-    disconnected_markers: int = 0
-    connected_markers: int = 0
-    other_messages: int = 0
-    #: the first few runs of ids lost outside gaps: [last id seen, next id seen]
-    loss_runs: list[list[int]] = field(default_factory=list)
-    #: the first few duplicates: [previous id, id received]
-    duplicate_samples: list[list[int]] = field(default_factory=list)
-    _in_gap: bool = False
+
+class IdAudit:
+    """Consumer-side accounting of the id sequence (used by one consumer thread).
+
+    One byte per id (a few MiB for hours at thousands of events per second) records
+    whether it was received, or skipped inside or outside a gap; an id that arrives
+    late (after a higher one) is counted as ``out_of_order`` and is no longer lost."""
+
+    def __init__(self) -> None:
+        self.first_id: int | None = None
+        self.last_id: int | None = None
+        self.received = 0
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.disconnected_markers = 0
+        self.connected_markers = 0
+        self.other_messages = 0
+        #: the first few skips outside gaps: [last id seen, next id seen]
+        self.skip_runs: list[list[int]] = []
+        #: the first few duplicates / late ids: [highest id so far, id received]
+        self.duplicate_samples: list[list[int]] = []
+        self.out_of_order_samples: list[list[int]] = []
+        self._state = bytearray()
+        self._in_gap = False
 
     def on_marker(self, marker: Connected | Disconnected) -> None:
         if isinstance(marker, Disconnected):
@@ -107,42 +117,80 @@ class IdAudit:
         else:
             self.connected_markers += 1
 
+    def _index(self, tid: int) -> int:
+        assert self.first_id is not None
+        i = tid - self.first_id
+        if i >= len(self._state):
+            self._state.extend(bytes(max(i + 1 - len(self._state), 1 << 16)))
+        return i
+
     def on_message(self, msg: Any) -> None:
         tid = trade_id(msg)
         if not isinstance(tid, int):
             self.other_messages += 1
             return
         self.received += 1
-        last = self.last_id
-        if last is None:
+        if self.first_id is None:
             self.first_id = self.last_id = tid
-            self._in_gap = False
+        if tid < self.first_id:  # older than the first one seen: only possible reordered
+            self.out_of_order += 1
             return
-        if tid <= last:
+        state = self._state
+        i = self._index(tid)
+        last = self.last_id
+        assert last is not None
+        if state[i] == _RECEIVED:
             self.duplicates += 1
             if len(self.duplicate_samples) < 20:
                 self.duplicate_samples.append([last, tid])
             return
-        missing = tid - last - 1
-        if missing:
+        if tid < last:
+            self.out_of_order += 1
+            if len(self.out_of_order_samples) < 20:
+                self.out_of_order_samples.append([last, tid])
+            state[i] = _RECEIVED
+            return
+        if tid > last + 1:
+            j = self._index(last + 1)
             if self._in_gap:
-                self.lost_in_gaps += missing
+                state[j:i] = bytes([_MISSING_IN_GAP]) * (i - j)
             else:
-                self.lost_outside_gaps += missing
-                if len(self.loss_runs) < 20:
-                    self.loss_runs.append([last, tid])
+                state[j:i] = bytes([_MISSING_OUTSIDE]) * (i - j)
+                if len(self.skip_runs) < 20:
+                    self.skip_runs.append([last, tid])
+        state[i] = _RECEIVED
         self.last_id = tid
         self._in_gap = False
 
+    @property
+    def lost_in_gaps(self) -> int:
+        return self._state.count(_MISSING_IN_GAP)
+
+    @property
+    def lost_outside_gaps(self) -> int:
+        return self._state.count(_MISSING_OUTSIDE)
+
     def summary(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         span = 0 if self.first_id is None else self.last_id - self.first_id + 1  # type: ignore[operator]
-        out["id_span"] = span
-        # every id of the span is either received once or counted as lost
-        out["consistent"] = span == (
-            self.received - self.duplicates + self.lost_in_gaps + self.lost_outside_gaps
-        )
-        return out
+        return {
+            "first_id": self.first_id,
+            "last_id": self.last_id,
+            "id_span": span,
+            "received": self.received,
+            "duplicates": self.duplicates,
+            "out_of_order": self.out_of_order,
+            "lost_in_gaps": self.lost_in_gaps,
+            "lost_outside_gaps": self.lost_outside_gaps,
+            "disconnected_markers": self.disconnected_markers,
+            "connected_markers": self.connected_markers,
+            "other_messages": self.other_messages,
+            "skip_runs_outside_gaps": self.skip_runs,
+            "duplicate_samples": self.duplicate_samples,
+            "out_of_order_samples": self.out_of_order_samples,
+            # every id of the span is received once, or lost (in or outside a gap)
+            "consistent": span
+            == self.received - self.duplicates + self.lost_in_gaps + self.lost_outside_gaps,
+        }
 
 
 @dataclass
@@ -160,6 +208,8 @@ class SoakOptions:
     queue_size: int = 1000
     sample_every: float = 1.0
     settle: float = 3.0
+    #: the fault cycle, a subset of FAULTS in the order injected
+    faults: tuple[str, ...] = FAULTS
 
 
 def _inject(
@@ -194,7 +244,7 @@ def run_soak(opts: SoakOptions, log: Callable[[str], None] = print) -> dict[str,
     threads_before = threading.active_count()
     fds_before = fd_count()
     rss_samples: list[list[float]] = []
-    faults_done: dict[str, int] = dict.fromkeys(FAULTS, 0)
+    faults_done: dict[str, int] = dict.fromkeys(opts.faults, 0)
     audit = IdAudit()
     consumer_error: list[BaseException] = []
     started = time.monotonic()
@@ -253,12 +303,13 @@ def run_soak(opts: SoakOptions, log: Callable[[str], None] = print) -> dict[str,
                 log(
                     f"[{now - started:7.1f}s] received={audit.received} "
                     f"lost_outside={audit.lost_outside_gaps} lost_in_gaps={audit.lost_in_gaps} "
-                    f"dups={audit.duplicates} handovers={st.handovers} gaps={st.gaps} "
+                    f"dups={audit.duplicates} reordered={audit.out_of_order} "
+                    f"handovers={st.handovers} gaps={st.gaps} "
                     f"rss={rss_samples[-1][1] / 1024:.1f}MiB"
                 )
-            if now >= next_fault and now < fault_until:
-                kind = FAULTS[round_no % len(FAULTS)]
-                _inject(kind, round_no // len(FAULTS), sim, ws, opts)
+            if opts.faults and next_fault <= now < fault_until:
+                kind = opts.faults[round_no % len(opts.faults)]
+                _inject(kind, round_no // len(opts.faults), sim, ws, opts)
                 faults_done[kind] += 1
                 round_no += 1
                 next_fault = time.monotonic() + opts.fault_every
@@ -288,6 +339,7 @@ def run_soak(opts: SoakOptions, log: Callable[[str], None] = print) -> dict[str,
     ok = (
         audit.lost_outside_gaps == 0
         and audit.duplicates == 0
+        and audit.out_of_order == 0
         and audit_out["consistent"]
         and not consumer_error
         and audit.received > 0
@@ -303,6 +355,7 @@ def run_soak(opts: SoakOptions, log: Callable[[str], None] = print) -> dict[str,
         "lost_outside_gaps": audit.lost_outside_gaps,
         "lost_in_gaps": audit.lost_in_gaps,
         "duplicates": audit.duplicates,
+        "out_of_order": audit.out_of_order,
         "audit": audit_out,
         "consumer_error": repr(consumer_error[0]) if consumer_error else None,
         "faults": faults_done,
@@ -344,6 +397,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _fault_list(text: str) -> tuple[str, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in FAULTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown fault(s) {unknown}; choose from {FAULTS}")
+    return kinds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Soak the WebSocket client: high rate, rotations, faults; audit ids."
@@ -355,6 +418,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-every", type=_positive, default=d.fault_every)
     parser.add_argument("--silent-for", type=_positive, default=d.silent_for)
     parser.add_argument("--refuse-for", type=_positive, default=d.refuse_for)
+    parser.add_argument("--ping-interval", type=_positive, default=d.ping_interval)
+    parser.add_argument("--ping-timeout", type=_positive, default=d.ping_timeout)
+    parser.add_argument(
+        "--faults",
+        type=_fault_list,
+        default=d.faults,
+        help=f"comma-separated fault cycle (default: {','.join(FAULTS)}; 'none': no faults)",
+    )
     parser.add_argument("--queue-size", type=int, default=d.queue_size)
     parser.add_argument("--sample-every", type=_positive, default=d.sample_every)
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT")
@@ -366,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
         fault_every=args.fault_every,
         silent_for=args.silent_for,
         refuse_for=args.refuse_for,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+        faults=args.faults,
         queue_size=args.queue_size,
         sample_every=args.sample_every,
     )
@@ -375,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(report, out, indent=2)
     brief = {k: v for k, v in report.items() if k not in ("rss_kib", "audit", "options")}
     brief["rss_mib"] = {k: round(report["rss_kib"][k] / 1024, 1) for k in ("start", "end", "max")}
-    brief["loss_runs_outside_gaps"] = report["audit"]["loss_runs"]
-    brief["duplicate_samples"] = report["audit"]["duplicate_samples"]
+    for key in ("skip_runs_outside_gaps", "duplicate_samples", "out_of_order_samples"):
+        brief[key] = report["audit"][key]
     print(json.dumps(brief, indent=2))
     return 0 if report["ok"] else 1
 
