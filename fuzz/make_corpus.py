@@ -73,7 +73,10 @@ def parser_seeds() -> list[bytes]:
         (0x00, frame(OP_BINARY, b"\x00" * 70000)),
         (0x00, frame(OP_PONG, b"") + frame(OP_CLOSE, close_ok) + frame(OP_TEXT, b"after")),
         (0x00, frame(OP_CLOSE, b"")),
-        (0x00, frame(OP_TEXT, b"", fin=False) + frame(OP_CONT, b"", fin=False) + frame(OP_CONT, b"")),
+        (
+            0x00,
+            frame(OP_TEXT, b"", fin=False) + frame(OP_CONT, b"", fin=False) + frame(OP_CONT, b""),
+        ),
         (0x04, frame(OP_BINARY, b"y" * 1000)),  # exactly the 1000-byte limit
         # broken
         (0x00, frame(OP_TEXT, b"x", rsv=0x40)),
@@ -99,9 +102,18 @@ def parser_seeds() -> list[bytes]:
     msgs = [trade, text, b"", trade, b"\x00" * 5000]
     comp = deflate(msgs)
     streams.append((0x01, b"".join(frame(OP_TEXT, c, rsv=0x40) for c in comp[:4])))
-    streams.append((0x03, b"".join(frame(OP_TEXT, c, rsv=0x40) for c in deflate(msgs[:4], takeover=False))))
+    streams.append(
+        (0x03, b"".join(frame(OP_TEXT, c, rsv=0x40) for c in deflate(msgs[:4], takeover=False)))
+    )
     c = comp[0]
-    streams.append((0x01, frame(OP_TEXT, c[:5], rsv=0x40, fin=False) + frame(OP_PING, b"") + frame(OP_CONT, c[5:])))
+    streams.append(
+        (
+            0x01,
+            frame(OP_TEXT, c[:5], rsv=0x40, fin=False)
+            + frame(OP_PING, b"")
+            + frame(OP_CONT, c[5:]),
+        )
+    )
     streams.append((0x05, frame(OP_BINARY, comp[4], rsv=0x40)))  # inflates past 1000 bytes
     streams.append((0x09, frame(OP_TEXT, deflate([b"ab\xff" + b"a" * 200])[0], rsv=0x40)))
     bad = bytearray(comp[0])

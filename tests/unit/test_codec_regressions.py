@@ -24,7 +24,7 @@ def test_consecutive_empty_deflate_messages(codec: ModuleType, no_context_takeov
     enc = codec.FrameEncoder(deflate=True, deflate_no_context_takeover=no_context_takeover)
     messages = [b"", b"", b"hello " * 20, b"", b"", b"hello again"]
     wires = [enc.encode(OP_BINARY, m) for m in messages]
-    for m, wire in zip(messages, wires):
+    for m, wire in zip(messages, wires, strict=True):
         ((b0, _b1, _key, _payload),) = split_client_frames(wire)
         assert b0 == 0xC2  # FIN + RSV1 + binary: every data message is compressed
         if not m:
