@@ -60,23 +60,50 @@ CODECS = ("python", "cpp")
 # --------------------------------------------------------------------------- setup
 
 
+def _pyenv_roots() -> list[Path]:
+    """Where pyenv may live: $PYENV_ROOT, the root of a pyenv shim on PATH, ~/.pyenv.
+
+    The real home directory is looked up too, because test runs may point HOME elsewhere.
+    """
+    roots: list[Path] = []
+    if os.environ.get("PYENV_ROOT"):
+        roots.append(Path(os.environ["PYENV_ROOT"]))
+    shim = shutil.which("python2.7")
+    if shim and Path(shim).parent.name == "shims":
+        roots.append(Path(shim).parent.parent)
+    roots.append(Path.home() / ".pyenv")
+    try:
+        import pwd
+
+        roots.append(Path(pwd.getpwuid(os.getuid()).pw_dir) / ".pyenv")
+    except (ImportError, KeyError):
+        pass
+    unique: list[Path] = []
+    for root in roots:
+        if root not in unique:
+            unique.append(root)
+    return unique
+
+
 def find_python27() -> str | None:
     """Return a working python2.7 interpreter path, or None when there is none.
 
     ``python2.7`` on PATH may be a pyenv shim that fails unless a version is selected, so
     every candidate is actually run (with ``PYENV_VERSION`` set to each installed 2.7).
     """
-    env_versions = []
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    for path in sorted(glob.glob(str(pyenv_root / "versions" / "2.7*" / "bin" / "python2.7"))):
-        env_versions.append(path)
+    env_versions: list[str] = []
+    for root in _pyenv_roots():
+        for path in sorted(glob.glob(str(root / "versions" / "2.7*" / "bin" / "python2.7"))):
+            if path not in env_versions:
+                env_versions.append(path)
     candidates: list[tuple[str, dict[str, str]]] = []
     on_path = shutil.which("python2.7")
     if on_path:
         candidates.append((on_path, {}))
         for path in env_versions:
             version = Path(path).parent.parent.name
-            candidates.append((on_path, {"PYENV_VERSION": version}))
+            pyenv_root = str(Path(path).parent.parent.parent.parent)
+            candidates.append((on_path, {"PYENV_VERSION": version, "PYENV_ROOT": pyenv_root}))
     candidates.extend((path, {}) for path in env_versions)
     for exe, extra_env in candidates:
         env = dict(os.environ, **extra_env)
