@@ -1115,7 +1115,8 @@ class Engine:
                 self._handover_failed(exc)
                 return None
             try:
-                if self._subscribe(new) is None:
+                subscribed = self._subscribe(new)
+                if subscribed is None:
                     self._abort(new)
                     return None
             except WebSocketError as exc:
@@ -1178,7 +1179,10 @@ class Engine:
                 self._connects += 1
                 self._handovers += 1
                 self._overlap_seconds += new.connected_at - started
-            self._record_disconnect(old, old_ending, gap=False)
+            # Caught up: the overlap proves nothing was missed. Otherwise (the old stream
+            # stalled or ended first, or nothing arrived in time) data may be missing: it
+            # is reported as a gap, with markers, like any reconnect.
+            self._record_disconnect(old, old_ending, gap=not caught_up)
             fresh = []
             dups = 0
             for m in held:
@@ -1191,7 +1195,17 @@ class Engine:
             self._dedupe_until = time.monotonic() + HANDOVER_DEDUPE_WINDOW
             with self._stats_lock:
                 self._duplicates_dropped += dups
-        log.info("handover completed (%s): %d duplicate(s) dropped", reason.name, dups)
+        log.info(
+            "handover completed (%s): %d duplicate(s) dropped%s",
+            reason.name,
+            dups,
+            "" if caught_up else "; no overlap seen, reported as a gap",
+        )
+        if not caught_up:
+            with self._stats_lock:
+                self._gap_started_at = None  # the new connection was up all along
+            if self._markers:
+                self.inbox.put_batch([Connected(time.time(), subscribed, True)], force=True)
         if fresh:
             self._deliver(fresh)
         self._call("on_connect", s.on_connect)
@@ -1293,9 +1307,16 @@ class Engine:
                     self._handover_wanted = True
         on_message = self.settings.on_message
         if on_message is not None:
-            for m in msgs:
+            # Time spent in the callback is credited to the ping deadlines like
+            # back-pressure (the pong may be waiting unread). A stop request ends the
+            # calls; the rest of the batch stays readable through stream().
+            started = time.monotonic()
+            for i, m in enumerate(msgs):
+                if self._stop_mode is not None or self._cmd_kill:
+                    self.inbox.put_batch(msgs[i:], force=True)
+                    break
                 self._call("on_message", on_message, m)
-            return 0.0
+            return time.monotonic() - started
         inbox = self.inbox
         if force:
             inbox.put_batch(msgs, force=True)
