@@ -842,3 +842,31 @@ def test_close_on_silent_peer_gives_up_after_timeout(serve: Callable[..., RawSer
     assert transport.close_connection(hs.sock, encoder, parser, timeout=0.2) is None
     assert hs.sock.fileno() == -1
     srv.wait_handled(1)  # the server saw EOF: the socket really was shut down
+
+
+def test_on_cancel_aborts_a_stuck_handshake(serve: Callable[..., RawServer]) -> None:
+    got_request = threading.Event()
+
+    def behaviour(conn: socket.socket, _h: dict[str, str], _raw: bytes) -> None:
+        got_request.set()
+        drain_until_eof(conn)  # never answers
+
+    srv = serve(behaviour)
+    hooks: list[Callable[[], None] | None] = []
+
+    def canceller() -> None:
+        assert got_request.wait(WAIT)
+        cancel = hooks[0]
+        assert cancel is not None
+        cancel()
+
+    before = open_fds()
+    worker = threading.Thread(target=canceller)
+    worker.start()
+    with pytest.raises(WebSocketConnectionError) as info:
+        open_connection(srv.url, timeout=WAIT, on_cancel=hooks.append)
+    worker.join(WAIT)
+    assert info.value.__cause__ is not None
+    assert hooks[-1] is None  # the hook is withdrawn once the handshake is over
+    srv.wait_handled(1)
+    assert open_fds() == before
