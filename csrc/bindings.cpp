@@ -56,13 +56,25 @@ PyObject* new_protocol_error(int code, const std::string& reason) {
     throw py::error_already_set();
 }
 
-// A read-only view of any C-contiguous buffer-protocol object, released on scope exit.
+// A read-only view of any buffer-protocol object, released on scope exit. Contiguous
+// buffers are used in place; a non-contiguous one (a strided memoryview) is copied once
+// into a bytes object, as bytes(data) would. Anything else raises TypeError.
 class BufferView {
 public:
     explicit BufferView(PyObject* obj) {
-        if (PyObject_GetBuffer(obj, &view_, PyBUF_SIMPLE) != 0) throw py::error_already_set();
+        if (PyObject_GetBuffer(obj, &view_, PyBUF_SIMPLE) == 0) return;
+        if (!PyObject_CheckBuffer(obj)) throw py::error_already_set();
+        PyErr_Clear();
+        copy_ = PyBytes_FromObject(obj);
+        if (!copy_ || PyObject_GetBuffer(copy_, &view_, PyBUF_SIMPLE) != 0) {
+            Py_XDECREF(copy_);
+            throw py::error_already_set();
+        }
     }
-    ~BufferView() { PyBuffer_Release(&view_); }
+    ~BufferView() {
+        PyBuffer_Release(&view_);
+        Py_XDECREF(copy_);
+    }
     BufferView(const BufferView&) = delete;
     BufferView& operator=(const BufferView&) = delete;
     const uint8_t* data() const { return static_cast<const uint8_t*>(view_.buf); }
@@ -70,6 +82,7 @@ public:
 
 private:
     Py_buffer view_{};
+    PyObject* copy_ = nullptr;
 };
 
 // Already-validated UTF-8 to str; plain ASCII is copied straight into a 1-byte-kind str.
