@@ -253,7 +253,9 @@ def run_soak(opts: SoakOptions, log: Callable[[str], None] = print) -> dict[str,
         rss_samples.append([round(time.monotonic() - started, 2), rss_kib()])
 
     sample()
-    with ExchangeSimulator(event_rate=opts.rate, close_timeout=1.0) as sim:
+    # a short connection history keeps the in-process server's memory bounded, so the
+    # RSS samples show the client (the audit itself holds one byte per id)
+    with ExchangeSimulator(event_rate=opts.rate, close_timeout=1.0, history=50) as sim:
         ws = WebSocketManager(
             sim.stream_url(STREAM),
             queue_overflow="block",
