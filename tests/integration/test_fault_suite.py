@@ -214,13 +214,6 @@ def test_handover_away_from_a_half_open_connection_marks_the_gap() -> None:
     assert stats.gaps >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: the old connection's keepalive is not checked during a handover; "
-    "when a half-open old peer comes back before connect_timeout its new events overlap "
-    "the held ones, the switch counts as caught up (no gap), the ids the old peer never "
-    "sent are skipped without a marker and the held ones are delivered after newer ids",
-)
 def test_rotation_while_the_old_peer_is_half_open_keeps_order_and_marks_the_gap() -> None:
     """The old connection goes half-open just before its rotation; the peer comes back
     long after ping_timeout but before connect_timeout. The engine should have declared

@@ -1125,6 +1125,8 @@ class Engine:
                 return None
             seen = _RecentKeys(HANDOVER_MAX_KEYS)
             held: list[Any] = []
+            held_keys: set[Any] = set()
+            first_key: Any = None  # key of the first keyed message of the new stream
             new_buf = bytearray(READ_BUFFER_SIZE)
             poller = select.poll()
             poller.register(old.sock.fileno(), select.POLLIN)
@@ -1132,27 +1134,49 @@ class Engine:
             assert self._wake_r is not None
             poller.register(self._wake_r.fileno(), select.POLLIN)
             old_ending: _Ending | None = None
-            if new.handshake.leftover:
-                held.extend(new.parser.feed(new.handshake.leftover)[0])
-            deadline = time.monotonic() + s.connect_timeout
-            caught_up = False
-            while not caught_up:
+            now = time.monotonic()
+            deadline = now + s.connect_timeout
+            next_ping = now + s.ping_interval if s.ping_interval else _INF
+            caught_up = hole = False
+            pending = new.handshake.leftover or None
+            while not (caught_up or hole):
+                # the old stream: delivered as usual, its keys remembered; its keepalive
+                # still runs, so a half-open old peer is declared dead, not waited for
+                delivered: list[Any] = []
                 if old_ending is None:
-                    old_ending = self._pump_old(old, seen, key_of)
-                failure: BaseException
-                try:
-                    n = self._read_into(new, new_buf)
-                except OSError as exc:
-                    n, failure = 0, exc
+                    old_ending = self._pump_old(old, seen, key_of, delivered)
+                now = time.monotonic()
+                if old_ending is None and now >= old.pong_deadline:
+                    self._abort(old)
+                    old_ending = _Ending(_R.PING_TIMEOUT, None, "no pong during the handover")
+                if old_ending is None and now >= next_ping:
+                    next_ping = now + s.ping_interval  # type: ignore[operator]
+                    try:
+                        self._send_ping(old, now)
+                    except (OSError, WebSocketError) as exc:
+                        old_ending = self._lost(old, _R.NETWORK_ERROR, exc)
+                # the new stream: held back
+                failure: BaseException = EOFError("new connection closed during the handover")
+                if pending is not None:
+                    chunk: Any = pending
+                    n, pending = len(pending), None
                 else:
-                    failure = EOFError("new connection closed during the handover")
+                    try:
+                        n = self._read_into(new, new_buf)
+                    except OSError as exc:
+                        n, failure = 0, exc
+                    chunk = memoryview(new_buf)[:n] if n > 0 else None
+                fresh_keys: list[Any] = []
                 if n > 0:
-                    msgs, ctrls, err = new.parser.feed(memoryview(new_buf)[:n])
+                    msgs, ctrls, err = new.parser.feed(chunk)
                     for m in msgs:
                         held.append(m)
-                        if not caught_up:
-                            k = self._key(key_of, m)
-                            caught_up = k is not None and k in seen
+                        k = self._key(key_of, m)
+                        if k is not None:
+                            held_keys.add(k)
+                            fresh_keys.append(k)
+                            if first_key is None:
+                                first_key = k
                     if ctrls and self._on_controls(new, ctrls) is not None:
                         n = 0
                     if err is not None:
@@ -1161,12 +1185,23 @@ class Engine:
                     self._abort(new)
                     self._handover_failed(failure)
                     return old_ending
-                if old_ending is not None or time.monotonic() >= deadline:
+                # Caught up: the new stream's first message was delivered by the old
+                # one, so the two overlap with nothing in between. A later held message
+                # seen on the old stream while the first was not means the old stream
+                # skipped data: a hole, reported as a gap.
+                if first_key is not None:
+                    if first_key in seen:
+                        caught_up = True
+                    elif any(k in held_keys for k in delivered) or any(
+                        k in seen for k in fresh_keys
+                    ):
+                        hole = True
+                if old_ending is not None or now >= deadline:
                     break
                 if self._cmd_pending:  # close / kill / disconnect: back to the old link
                     self._abort(new)
                     return old_ending
-                if not caught_up:
+                if not (caught_up or hole):
                     poller.poll(50)
             # switch
             if old_ending is None:
@@ -1212,7 +1247,11 @@ class Engine:
         return new
 
     def _pump_old(
-        self, old: _Link, seen: _RecentKeys, key_of: Callable[[Any], Any]
+        self,
+        old: _Link,
+        seen: _RecentKeys,
+        key_of: Callable[[Any], Any],
+        delivered: list[Any],
     ) -> _Ending | None:
         """During a handover: one read of the old connection, delivered as usual, its
         keys remembered. Returns an ``_Ending`` once the old connection has ended."""
@@ -1230,6 +1269,7 @@ class Engine:
                 k = self._key(key_of, m)
                 if k is not None:
                     seen.add(k)
+                    delivered.append(k)
             self._deliver(msgs)
             self._handover_wanted = False
         if ctrls:
