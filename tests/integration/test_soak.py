@@ -64,11 +64,11 @@ def test_short_soak_loses_nothing_outside_gaps_and_repeats_nothing(soak: ModuleT
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a max_connection_age handover that starts while the old "
-    "connection is half-open never catches up; the engine neither checks the old "
-    "connection's keepalive nor marks a gap, so ids are lost without a marker and the "
-    "new stream's held messages are delivered after newer ones from the old stream",
+    strict=False,
+    reason="known limit: the simulator discards the events of a silent connection; when "
+    "the stall also hits the replacement during a handover overlap and lifts before its "
+    "ping_timeout, the hole on that live connection cannot be seen without sequence "
+    "numbers (passes about one run in three)",
 )
 def test_short_soak_with_a_half_open_peer_during_rotations(soak: ModuleType) -> None:
     # ping_timeout 2 s: the silence is always noticed after the 1 s rotation has begun

@@ -1142,9 +1142,10 @@ class Engine:
             while not (caught_up or hole):
                 # the old stream: delivered as usual, its keys remembered; its keepalive
                 # still runs, so a half-open old peer is declared dead, not waited for
-                delivered: list[Any] = []
                 if old_ending is None:
-                    old_ending = self._pump_old(old, seen, key_of, delivered)
+                    old_ending, verdict = self._pump_old(old, seen, key_of, held_keys, first_key)
+                    caught_up = verdict == "caught_up"
+                    hole = verdict == "hole"
                 now = time.monotonic()
                 if old_ending is None and now >= old.pong_deadline:
                     self._abort(old)
@@ -1189,12 +1190,10 @@ class Engine:
                 # one, so the two overlap with nothing in between. A later held message
                 # seen on the old stream while the first was not means the old stream
                 # skipped data: a hole, reported as a gap.
-                if first_key is not None:
+                if first_key is not None and not (caught_up or hole):
                     if first_key in seen:
                         caught_up = True
-                    elif any(k in held_keys for k in delivered) or any(
-                        k in seen for k in fresh_keys
-                    ):
+                    elif any(k in seen for k in fresh_keys):
                         hole = True
                 if old_ending is not None or now >= deadline:
                     break
@@ -1251,34 +1250,47 @@ class Engine:
         old: _Link,
         seen: _RecentKeys,
         key_of: Callable[[Any], Any],
-        delivered: list[Any],
-    ) -> _Ending | None:
-        """During a handover: one read of the old connection, delivered as usual, its
-        keys remembered. Returns an ``_Ending`` once the old connection has ended."""
+        held_keys: set[Any],
+        first_key: Any,
+    ) -> tuple[_Ending | None, str | None]:
+        """During a handover: one read of the old connection.
+
+        Returns ``(ending, verdict)``: ``ending`` once the old connection has ended;
+        ``verdict`` ``"caught_up"`` when this batch reaches the new stream's first
+        message (the batch is delivered, its keys remembered), ``"hole"`` when it holds
+        messages the new stream already has but not its first one: the old stream
+        skipped data (e.g. a half-open peer that came back), so the batch is *not*
+        delivered (everything in it reaches the consumer from the new stream, after a gap
+        marker), ``None`` otherwise (delivered as usual, keys remembered)."""
         try:
             n = self._read_into(old, self._buf)
         except OSError as exc:
-            return self._lost(old, _R.NETWORK_ERROR, exc)
+            return self._lost(old, _R.NETWORK_ERROR, exc), None
         if n == 0:
-            return self._lost(old, _R.NETWORK_ERROR, EOFError("connection closed by peer (EOF)"))
+            eof = EOFError("connection closed by peer (EOF)")
+            return self._lost(old, _R.NETWORK_ERROR, eof), None
         if n < 0:
-            return None
+            return None, None
         msgs, ctrls, err = old.parser.feed(memoryview(self._buf)[:n])
+        verdict = None
         if msgs:
-            for m in msgs:
-                k = self._key(key_of, m)
-                if k is not None:
+            keys = [k for k in (self._key(key_of, m) for m in msgs) if k is not None]
+            if first_key is not None and (first_key in seen or first_key in keys):
+                verdict = "caught_up"
+            elif any(k in held_keys for k in keys):
+                verdict = "hole"
+            if verdict != "hole":
+                for k in keys:
                     seen.add(k)
-                    delivered.append(k)
-            self._deliver(msgs)
-            self._handover_wanted = False
+                self._deliver(msgs)
+                self._handover_wanted = False
         if ctrls:
             ending = self._on_controls(old, ctrls)
             if ending is not None:
-                return ending
+                return ending, verdict
         if err is not None:
-            return self._protocol_failure(old, err)
-        return None
+            return self._protocol_failure(old, err), verdict
+        return None, verdict
 
     def _key(self, key_of: Callable[[Any], Any], msg: Any) -> Any:
         try:
@@ -1352,7 +1364,7 @@ class Engine:
             # calls; the rest of the batch stays readable through stream().
             started = time.monotonic()
             for i, m in enumerate(msgs):
-                if self._stop_mode is not None or self._cmd_kill:
+                if self._stop_mode is not None:
                     self.inbox.put_batch(msgs[i:], force=True)
                     break
                 self._call("on_message", on_message, m)
@@ -1367,12 +1379,28 @@ class Engine:
         started = time.monotonic()
         rest = msgs[queued:]
         while rest:
-            if self._stop_mode is not None or self._cmd_kill or self._cmd_disconnect:
+            if self._stop_mode is not None:  # the final close: keep the last read
                 inbox.put_batch(rest, force=True)
                 break
             queued = inbox.put_batch(rest, timeout=BLOCKED_POLL)
             rest = rest[queued:]
         return time.monotonic() - started
+
+    def _deliver_closing(self, msgs: list[Any], deadline: float) -> None:
+        """Deliver what arrives during a closing handshake. For the final close
+        everything is kept (once, past the bound); for a disconnect the engine recovers
+        from, the bound holds: it waits for room until ``deadline`` and counts what still
+        does not fit as dropped, so repeated disconnects cannot grow the queue."""
+        if self._stop_mode is not None or self.settings.on_message is not None:
+            self._deliver(msgs, force=True)
+            return
+        inbox = self.inbox
+        if inbox.overflow == "drop_oldest":
+            inbox.put_batch(msgs)
+            return
+        queued = inbox.put_batch(msgs, timeout=max(0.0, deadline - time.monotonic()))
+        if queued < len(msgs):
+            inbox.count_dropped(len(msgs) - queued)
 
     def _drop_overlap(self, msgs: list[Any]) -> list[Any]:
         """Just after a handover: drop messages the old connection already delivered."""
@@ -1503,7 +1531,7 @@ class Engine:
                 break
             msgs, ctrls, err = link.parser.feed(memoryview(buf)[:n])
             if msgs:
-                self._deliver(msgs, force=True)
+                self._deliver_closing(msgs, deadline)
             if any(op == codec.OP_CLOSE for op, _ in ctrls):
                 for op, payload in ctrls:
                     if op == codec.OP_CLOSE:

@@ -137,6 +137,11 @@ class Inbox:
             self.blocked_seconds += time.monotonic() - started
         return queued
 
+    def count_dropped(self, n: int) -> None:
+        """Count ``n`` messages the producer had to give up on (never queued)."""
+        with self._lock:
+            self.dropped += n
+
     def interrupt_put(self) -> None:
         """Make a blocked :meth:`put_batch` return now (and future ones not wait)."""
         with self._lock:
