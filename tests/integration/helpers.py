@@ -7,8 +7,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 ENGINE_THREAD_PREFIX = "kstlib-ws-engine"
+
+#: Manager options for tests: quick reconnects and a bounded closing handshake.
+FAST: dict[str, Any] = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.2, "close_timeout": 2.0}
 
 
 def wait_for(

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from helpers import no_leaks, wait_for
+from helpers import FAST, no_leaks, wait_for
 
 from kstlib.websocket import (
     ConnectionState,
@@ -21,14 +21,6 @@ from kstlib.websocket.aio import WebSocketManager
 from kstlib.websocket.testing import ExchangeSimulator
 
 pytestmark = pytest.mark.timeout(60)
-
-FAST = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.2, "close_timeout": 2.0}
-
-
-@pytest.fixture
-def sim() -> Any:
-    with ExchangeSimulator(event_rate=200) as s:
-        yield s
 
 
 async def _take(ws: WebSocketManager, n: int) -> list[Any]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import no_leaks, wait_for
+from helpers import FAST, no_leaks, wait_for
 
 from kstlib.websocket import WebSocketConnectionError, WebSocketError, WebSocketTimeoutError
 from kstlib.websocket.binance import (
@@ -36,7 +36,6 @@ from kstlib.websocket.testing import ExchangeSimulator
 
 pytestmark = pytest.mark.timeout(60)
 
-FAST: dict[str, Any] = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.2, "close_timeout": 2.0}
 PER_CONN = 3
 BINANCE_RULES: dict[str, Any] = {
     "max_incoming_rate": 5,

@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from helpers import no_leaks, wait_for
+from helpers import FAST, no_leaks, wait_for
 
 from kstlib.websocket import (
     Connected,
@@ -20,8 +20,6 @@ from kstlib.websocket import (
 from kstlib.websocket.testing import ExchangeSimulator
 
 pytestmark = pytest.mark.timeout(120)
-
-FAST = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.2, "close_timeout": 2.0}
 
 
 def trade_id(msg: Any) -> Any:

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -45,12 +45,6 @@ LONG = os.environ.get("KSTLIB_WS_LONG", "") not in ("", "0")
 #: the opening handshake): 500 fit in ~15-30 s; the full 10,000 take 4-8 minutes.
 DEFAULT_CYCLES = 500
 FULL_CYCLES = 10_000
-
-
-@pytest.fixture
-def sim() -> Iterator[ExchangeSimulator]:
-    with ExchangeSimulator(event_rate=200) as s:
-        yield s
 
 
 def trade_id(msg: Any) -> Any:
@@ -623,6 +617,7 @@ def test_raising_callback_is_counted_and_never_kills_the_engine(
     with no_leaks():
         ws = WebSocketManager(sim.stream_url(TRADES), **kwargs)
         ws.connect()
+
         def main_engine_threads() -> list[Any]:
             # not the short-lived closer threads of a handover
             return [t for t in engine_threads() if not t.name.endswith("-closer")]

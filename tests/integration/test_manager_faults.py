@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp_server import aiohttp_server
-from helpers import no_leaks, wait_for
+from helpers import FAST, no_leaks, wait_for
 
 from kstlib.websocket import (
     ConnectionState,
@@ -23,14 +23,6 @@ from kstlib.websocket.models import LEGAL_TRANSITIONS
 from kstlib.websocket.testing import ExchangeSimulator
 
 pytestmark = pytest.mark.timeout(60)
-
-FAST = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.2, "close_timeout": 2.0}
-
-
-@pytest.fixture
-def sim() -> Any:
-    with ExchangeSimulator(event_rate=200) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from helpers import engine_threads, no_leaks, wait_for
+from helpers import FAST, engine_threads, no_leaks, wait_for
 
 from kstlib.websocket import (
     ConnectionState,
@@ -21,14 +21,6 @@ from kstlib.websocket import (
 from kstlib.websocket.testing import ExchangeSimulator
 
 pytestmark = pytest.mark.timeout(60)
-
-FAST = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.2, "close_timeout": 2.0}
-
-
-@pytest.fixture
-def sim() -> Any:
-    with ExchangeSimulator(event_rate=200) as s:
-        yield s
 
 
 def take(ws: WebSocketManager, n: int) -> list[Any]:
