@@ -298,7 +298,8 @@ def _proxy_options(proxy: str, timeout: float) -> dict[str, Any]:
             import python_socks  # noqa: F401
         except ImportError as exc:
             raise ImportError(
-                f"a {scheme}:// proxy needs the python-socks package (pip install 'kstlib-websocket[socks]')"
+                f"a {scheme}:// proxy needs the python-socks package "
+                "(pip install 'kstlib-websocket[socks]')"
             ) from exc
     options: dict[str, Any] = {
         "http_proxy_host": parts.hostname,
