@@ -185,7 +185,6 @@ class Engine:
         self._rng = random.Random()
         self._buf = bytearray(READ_BUFFER_SIZE)
         self._mode, self._loads, self._decode_fn = self._decode_plan(settings.decode)
-        self._loads_any: Any = self._loads
         # commands (guarded by _cond); _cmd_pending is read without the lock on the hot path
         self._cmd_pending = False
         self._stop_mode: str | None = None  # "close" | "force"
@@ -878,7 +877,7 @@ class Engine:
         )
         try:
             parser, encoder = transport.make_codec(
-                hs, max_message_size=s.max_message_size, mode=self._mode, loads=self._loads_any
+                hs, max_message_size=s.max_message_size, mode=self._mode, loads=self._loads
             )
             hs.sock.setblocking(False)
             return _Link(hs, parser, encoder)

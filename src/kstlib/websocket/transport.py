@@ -481,7 +481,7 @@ def make_codec(
     *,
     max_message_size: int,
     mode: int,
-    loads: Callable[[str], Any] | None = None,
+    loads: Callable[[bytes], Any] | None = None,
     fragment_size: int = 0,
 ) -> tuple[Any, Any]:
     """Return ``(FrameParser, FrameEncoder)`` of :mod:`kstlib.websocket.codec` for ``hs``.
