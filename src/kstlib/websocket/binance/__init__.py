@@ -866,6 +866,13 @@ class BinanceStreams:
 
     # ------------------------------------------------------------------ requests
 
+    def _require_open(self) -> None:
+        """Raise ``WebSocketClosedError`` unless connected and not closing (hold ``_ops``)."""
+        if self._closing:
+            raise WebSocketClosedError(None, "BinanceStreams is closed")
+        if not self._connected:
+            raise WebSocketClosedError(None, "not connected: call connect() first")
+
     def subscribe(self, streams: str | Iterable[str], timeout: float = 10.0) -> None:
         """Subscribe to ``streams`` and wait for Binance's replies.
 
@@ -883,10 +890,7 @@ class BinanceStreams:
         """
         names = _stream_list(streams)
         with self._ops:
-            if self._closing:
-                raise WebSocketClosedError(None, "BinanceStreams is closed")
-            if not self._connected:
-                raise WebSocketClosedError(None, "not connected: call connect() first")
+            self._require_open()
             with self._lock:
                 new = [s for s in names if s not in self._owner]
                 plan: list[tuple[_Conn, list[str]]] = []
@@ -960,10 +964,7 @@ class BinanceStreams:
         """
         names = _stream_list(streams)
         with self._ops:
-            if self._closing:
-                raise WebSocketClosedError(None, "BinanceStreams is closed")
-            if not self._connected:
-                raise WebSocketClosedError(None, "not connected: call connect() first")
+            self._require_open()
             with self._lock:
                 unknown = [s for s in names if s not in self._owner]
                 if unknown:
@@ -1031,10 +1032,7 @@ class BinanceStreams:
                 replying), or the client is closed.
         """
         with self._ops:
-            if self._closing:
-                raise WebSocketClosedError(None, "BinanceStreams is closed")
-            if not self._connected:
-                raise WebSocketClosedError(None, "not connected: call connect() first")
+            self._require_open()
             with self._lock:
                 conns = list(self._conns)
             ids: list[int] = []
