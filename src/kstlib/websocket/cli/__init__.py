@@ -10,7 +10,7 @@
     kstlib-ws --help | --version
 
 ``demo`` runs the guide's trading example against an in-process exchange simulator with
-time compressed (see :mod:`kstlib.websocket._demo`).
+time compressed (see :mod:`kstlib.websocket.cli.demo`).
 
 ``stream`` connects a :class:`~kstlib.websocket.WebSocketManager` to ``URL`` and prints
 every message on stdout as one line of JSON (NDJSON): JSON text messages as they decode,
@@ -303,7 +303,7 @@ def _emit_line(out: BinaryIO, msg: Any, raw: bool) -> None:
 
 def run_stream(args: argparse.Namespace, out: BinaryIO, err: TextIO) -> int:
     """The ``stream`` command; returns the exit status."""
-    from kstlib.websocket._demo import StopSignals, silence
+    from kstlib.websocket.cli.demo import StopSignals, silence
     from kstlib.websocket.manager import WebSocketManager
 
     status = _Status(err, args.quiet)
@@ -396,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.ERROR if quiet else logging.WARNING
     with _library_logging(args.verbose, err, level):
         if args.command == "demo":
-            from kstlib.websocket._demo import DemoOptions, run_demo
+            from kstlib.websocket.cli.demo import DemoOptions, run_demo
 
             try:
                 opts = DemoOptions(
