@@ -1,0 +1,158 @@
+"""What the sync and the asyncio manager share: settings, engine, inbox, and the calls
+that never wait. Each front adds its own blocking or awaitable methods of the same names
+(:mod:`kstlib.websocket.manager`, :mod:`kstlib.websocket.aio`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kstlib.websocket.config import Settings, load_settings
+from kstlib.websocket.engine import Engine
+from kstlib.websocket.inbox import Inbox
+from kstlib.websocket.models import ConnectionState, WebSocketStats
+
+__all__ = ["BaseManager"]
+
+log = logging.getLogger("kstlib.websocket")
+
+Message = dict[str, Any] | str
+
+
+class BaseManager:
+    """Configuration, state and non-blocking controls of one managed connection.
+
+    ``url`` is a ``ws://`` or ``wss://`` address; every option of
+    :class:`kstlib.websocket.config.Settings` may be given as a keyword (it overrides
+    the ``websocket:`` section of ``kstlib.conf.yml``, which overrides the defaults);
+    ``config`` names the file (or gives a mapping) instead of the default search.
+    Thread-safe: every method may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        self._settings = load_settings(url, config=config, **options)
+        self._inbox = Inbox(self._settings.queue_size, self._settings.queue_overflow)
+        self._engine = Engine(self._settings, self._inbox)
+        self._started = False
+        #: Set by :meth:`shutdown`; other threads may wait on it.
+        self.shutdown_event = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._settings.url} {self.state.name}>"
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def settings(self) -> Settings:
+        """The validated settings (defaults < config file < keywords)."""
+        return self._settings
+
+    @property
+    def url(self) -> str:
+        return self._settings.url
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current :class:`ConnectionState`."""
+        return self._engine.state
+
+    @property
+    def stats(self) -> WebSocketStats:
+        """A frozen snapshot of the counters (cheap; never blocks the engine)."""
+        return self._engine.stats()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._engine.state is ConnectionState.CONNECTED
+
+    @property
+    def is_dead(self) -> bool:
+        """No connection, and the engine will not reconnect by itself.
+
+        A pending backoff, a scheduled reconnect or a ``should_reconnect`` wait is not
+        dead."""
+        return self._engine.is_dead
+
+    @property
+    def is_shutdown(self) -> bool:
+        """True after ``force_close()`` or ``shutdown()``: this manager will not restart."""
+        return self._engine.is_shutdown
+
+    @property
+    def is_recoverable(self) -> bool:
+        """``is_dead and not is_shutdown``: a watchdog may call ``connect()``."""
+        return self._engine.is_dead and not self._engine.is_shutdown
+
+    @property
+    def subscriptions(self) -> list[Message]:
+        """The messages (re)sent, in order, on every connect."""
+        return self._engine.subscriptions()
+
+    # ------------------------------------------------------------------ calls that return at once
+
+    def request_disconnect(self) -> None:
+        """Disconnect at the next safe moment: when ``should_disconnect()`` is True if it
+        was given, else right after the messages already received are queued."""
+        self._engine.request_disconnect()
+
+    def schedule_reconnect(self, delay: float) -> None:
+        """Disconnect now if connected (SCHEDULED) and reconnect after ``delay`` seconds."""
+        self._started = True
+        self._engine.schedule_reconnect(delay)
+
+    def subscribe(self, message: Message) -> None:
+        """Add ``message`` to the subscriptions (resent on every connect); send it now if
+        connected (it may wait for a slot under ``max_send_rate``)."""
+        self._engine.add_subscription(message)
+
+    def unsubscribe(
+        self, message: Message, unsubscribe_message: Message | None = None, *, send: bool = True
+    ) -> None:
+        """Remove ``message`` from the subscriptions (``ValueError`` if absent).
+
+        When connected, ``unsubscribe_message`` is sent; by default, for a Binance-style
+        ``{"method": "SUBSCRIBE", "params": [...]}`` message, the matching ``UNSUBSCRIBE``
+        (same params and id) is sent. ``send=False`` only forgets ``message`` (e.g. a
+        subscription the server refused)."""
+        if not send:
+            self._engine.remove_subscription(message, None)
+            return
+        if (
+            unsubscribe_message is None
+            and isinstance(message, dict)
+            and message.get("method") == "SUBSCRIBE"
+        ):
+            unsubscribe_message = {**message, "method": "UNSUBSCRIBE"}
+        self._engine.remove_subscription(message, unsubscribe_message)
+
+    # ------------------------------------------------------------------ for the fronts
+
+    def _connect(self, timeout: float | None) -> None:
+        """Start the engine and block until connected (see the sync ``connect``)."""
+        if self._engine.is_shutdown:
+            log.warning("connect() after force_close()/shutdown() is ignored")
+            return
+        if self.is_connected:
+            return
+        self._started = True
+        since = self._engine.connect_count
+        self._engine.start()
+        if not self._engine.in_engine_thread:
+            self._engine.wait_connected(since, timeout)
+
+    def _hide_markers(self, events: bool) -> Callable[[], bool] | None:
+        """Enable the gap markers for ``events=True``; else the rule that hides them."""
+        if events:
+            self._engine.enable_markers()
+            return None
+        engine = self._engine
+        return lambda: engine.markers_enabled

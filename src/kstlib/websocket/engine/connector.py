@@ -1,0 +1,113 @@
+"""Opening connections: handshake, codec, protocol, subscriptions.
+
+:func:`open_link` makes one connection (``before_connect`` first) without touching the
+state; :func:`subscribe` sends the subscription list on it; :func:`connect` does both
+for the engine's current connection and enters CONNECTED. The handover uses the first
+two for the connection it prepares.
+
+Thread-safety: the engine thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import orjson
+
+from kstlib.websocket import codec, transport
+from kstlib.websocket.exceptions import WebSocketConnectionError, WebSocketError
+from kstlib.websocket.models import Connected
+from kstlib.websocket.protocol import ClientProtocol
+
+from .keepalive import Keepalive
+from .link import Link
+from .runtime import Runtime
+from .subscriptions import Message
+
+__all__ = ["connect", "open_link", "send_subscription", "subscribe"]
+
+log = logging.getLogger("kstlib.websocket")
+
+
+def open_link(rt: Runtime) -> Link:
+    """Handshake one new connection. Raises the transport's errors."""
+    s = rt.settings
+    rt.callbacks.call("before_connect", s.before_connect)
+    hs = transport.open_connection(
+        s.url,
+        timeout=s.connect_timeout,
+        headers=s.headers,
+        subprotocols=s.subprotocols,
+        ssl_context=s.ssl,
+        proxy=s.proxy,
+        compression=s.compression == "deflate",
+        on_cancel=lambda cancel: _set_cancel(rt, cancel),
+    )
+    try:
+        parser, encoder = transport.make_codec(
+            hs, max_message_size=s.max_message_size, mode=rt.mode, loads=rt.loads
+        )
+        hs.sock.setblocking(False)
+        now = rt.clock.monotonic()
+        keepalive = Keepalive(s.ping_interval, s.ping_timeout, now)
+        protocol = ClientProtocol(parser, encoder)
+        return Link(hs, protocol, keepalive, clock=rt.clock, write_timeout=s.ping_timeout)
+    except BaseException:
+        hs.sock.close()
+        raise
+
+
+def _set_cancel(rt: Runtime, cancel: Callable[[], None] | None) -> None:
+    with rt.control:
+        rt.cancel_connect = cancel
+        stopping = rt.stopping
+    if stopping and cancel is not None:
+        cancel()  # close() came before the handshake started
+
+
+def send_subscription(rt: Runtime, link: Link, msg: Message) -> bool:
+    """Send one subscription message on ``link`` (paced); False when a stop cancelled
+    the wait for a send slot."""
+    limiter = rt.limiter
+    if limiter is not None and not limiter.acquire(
+        cancelled=lambda: rt.stopping, sleep=rt.mailbox.sleep
+    ):
+        return False
+    link.send_data(codec.OP_TEXT, msg if isinstance(msg, str) else orjson.dumps(msg))
+    return True
+
+
+def subscribe(rt: Runtime, link: Link) -> int | None:
+    """Send the subscriptions, in order, on ``link``; how many (None: stopped). Raises
+    ``WebSocketConnectionError`` if the connection breaks meanwhile."""
+    try:
+        return rt.subscriptions.install(link, lambda lk, m: send_subscription(rt, lk, m))
+    except (OSError, WebSocketError) as exc:
+        raise WebSocketConnectionError(
+            f"connection to {rt.settings.url} lost while subscribing: {exc}",
+            url=rt.settings.url,
+        ) from exc
+
+
+def connect(rt: Runtime) -> Link | None:
+    """One connection attempt: handshake, subscriptions, CONNECTED (None: stopped)."""
+    link = open_link(rt)
+    rt.counters.attach(link)
+    if rt.stopping:
+        return None
+    try:
+        count = subscribe(rt, link)
+    except WebSocketConnectionError:
+        link.abort()
+        rt.counters.retire(link)
+        raise
+    if count is None:
+        return None
+    link.connected_at = rt.clock.monotonic()
+    first = rt.counters.connected(link.connected_at)
+    rt.state.connected()
+    rt.delivery.marker(Connected(rt.clock.time(), count, not first))
+    log.info("connected to %s", rt.settings.url)
+    rt.callbacks.call("on_connect", rt.settings.on_connect)
+    return link

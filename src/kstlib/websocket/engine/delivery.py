@@ -1,0 +1,182 @@
+"""From parsed messages to the consumer: decode, de-duplicate, callbacks, inbox.
+
+One batch per socket read travels this way (never one message at a time):
+
+1. a ``decode`` callable, if set, maps each message (a failure keeps the raw message and
+   is counted in ``decode_errors``);
+2. just after a handover, messages the old connection already delivered are dropped
+   (keys remembered for :data:`DEDUPE_WINDOW` seconds, counted in ``duplicates_dropped``);
+3. ``should_handover(msg)`` is asked for each message when handover is on;
+4. ``on_message`` gets each message, or else the batch goes to the inbox, waiting for room
+   under ``queue_overflow="block"`` (that wait is returned, so the keepalive timers can be
+   credited with it) until a stop is asked.
+
+Thread-safety: the engine thread only (and the thread of a closing handshake).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from kstlib.websocket import codec
+from kstlib.websocket.config import Settings
+from kstlib.websocket.inbox import Inbox
+from kstlib.websocket.models import Connected, Disconnected
+
+from .callbacks import Callbacks
+from .clock import Clock
+from .mailbox import Mailbox
+from .overlap import RecentKeys, handover_enabled
+from .stats import Counters
+
+__all__ = ["DEDUPE_WINDOW", "Delivery", "decode_plan"]
+
+#: After a handover, new messages whose key the old stream delivered are dropped for this
+#: many seconds (later ones cannot be duplicates of the old stream any more).
+DEDUPE_WINDOW = 5.0
+
+#: While ``queue_overflow="block"`` holds the engine back, it looks at commands this often.
+BLOCKED_POLL = 0.25
+
+
+def decode_plan(
+    decode: Any,
+) -> tuple[int, Callable[[bytes], Any] | None, Callable[..., Any] | None]:
+    """``(codec mode, loads for the parser, callable applied after parsing)``."""
+    if decode == "json":
+        return codec.MODE_JSON, orjson.loads, None
+    if decode == "bytes":
+        return codec.MODE_BYTES, None, None
+    if decode is None:
+        return codec.MODE_TEXT, None, None
+    if callable(decode):
+        return codec.MODE_TEXT, None, decode
+    raise ValueError(f"decode: unsupported value {decode!r}")
+
+
+class Delivery:
+    """The consumer side of the engine: see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Callable[[], Settings],
+        inbox: Inbox,
+        mailbox: Mailbox,
+        callbacks: Callbacks,
+        counters: Counters,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self.inbox = inbox
+        self._mailbox = mailbox
+        self._callbacks = callbacks
+        self._counters = counters
+        self._clock = clock
+        #: Put ``Connected`` / ``Disconnected`` markers in the inbox (``stream(events=True)``).
+        self.markers = False
+        #: Set when ``should_handover`` answered True; the read loop takes it.
+        self.handover_wanted = False
+        self._dedupe: RecentKeys | None = None
+        self._dedupe_until = 0.0
+
+    # ------------------------------------------------------------------ markers
+
+    def marker(self, event: Connected | Disconnected) -> None:
+        """Queue a gap marker (past the bound: it is never dropped), when enabled."""
+        if self.markers:
+            self.inbox.put_batch([event], force=True)
+
+    def dedupe_after_handover(self, seen: RecentKeys) -> None:
+        """Drop new messages whose key is in ``seen`` for :data:`DEDUPE_WINDOW` seconds."""
+        self._dedupe = seen
+        self._dedupe_until = self._clock.monotonic() + DEDUPE_WINDOW
+
+    # ------------------------------------------------------------------ delivering
+
+    def deliver(self, msgs: list[Any], force: bool = False) -> float:
+        """Hand a batch to the consumer; returns seconds spent held back by it.
+
+        ``force`` queues past the bound without waiting (the connection is ending)."""
+        s = self._settings()
+        msgs = self._prepare(s, msgs)
+        if s.on_message is not None:
+            return self._call_on_message(s.on_message, msgs)
+        if force:
+            self.inbox.put_batch(msgs, force=True)
+            return 0.0
+        return self._queue(msgs)
+
+    def _prepare(self, s: Settings, msgs: list[Any]) -> list[Any]:
+        fn = s.decode if callable(s.decode) else None
+        if fn is not None:
+            msgs = [self._decode_one(fn, m) for m in msgs]
+        if self._dedupe is not None:
+            msgs = self._drop_overlap(s, msgs)
+        wants = s.should_handover
+        if wants is not None and handover_enabled(s):
+            for m in msgs:
+                if self._callbacks.call("should_handover", wants, m):
+                    self.handover_wanted = True
+        return msgs
+
+    def _call_on_message(self, on_message: Callable[[Any], None], msgs: list[Any]) -> float:
+        # A stop request ends the calls; the rest of the batch stays readable in stream().
+        started = self._clock.monotonic()
+        for i, m in enumerate(msgs):
+            if self._mailbox.stop is not None:
+                self.inbox.put_batch(msgs[i:], force=True)
+                break
+            self._callbacks.call("on_message", on_message, m)
+        return self._clock.monotonic() - started
+
+    def _queue(self, msgs: list[Any]) -> float:
+        inbox = self.inbox
+        blocking = inbox.overflow == "block"
+        queued = inbox.put_batch(msgs, timeout=0.0 if blocking else None)
+        if queued == len(msgs):
+            return 0.0
+        started = self._clock.monotonic()
+        rest = msgs[queued:]
+        while rest:
+            if self._mailbox.stop is not None:  # the final close: keep the last read
+                inbox.put_batch(rest, force=True)
+                break
+            rest = rest[inbox.put_batch(rest, timeout=BLOCKED_POLL) :]
+        return self._clock.monotonic() - started
+
+    def deliver_closing(self, msgs: list[Any], deadline: float) -> None:
+        """Deliver what arrives during a closing handshake. For the final close (or with
+        ``on_message``) everything is kept, past the bound; for a disconnect the engine
+        recovers from, the bound holds: wait for room until ``deadline`` and count what
+        still does not fit as dropped, so repeated disconnects cannot grow the queue."""
+        if self._mailbox.stop is not None or self._settings().on_message is not None:
+            self.deliver(msgs, force=True)
+            return
+        inbox = self.inbox
+        if inbox.overflow == "drop_oldest":
+            inbox.put_batch(msgs)
+            return
+        queued = inbox.put_batch(msgs, timeout=max(0.0, deadline - self._clock.monotonic()))
+        if queued < len(msgs):
+            inbox.count_dropped(len(msgs) - queued)
+
+    def _drop_overlap(self, s: Settings, msgs: list[Any]) -> list[Any]:
+        seen, key_of = self._dedupe, s.dedupe_key
+        if seen is None or key_of is None or self._clock.monotonic() > self._dedupe_until:
+            self._dedupe = None
+            return msgs
+        key = self._callbacks.key
+        fresh = [m for m in msgs if (k := key(key_of, m)) is None or k not in seen]
+        if len(fresh) < len(msgs):
+            self._counters.add("duplicates_dropped", len(msgs) - len(fresh))
+        return fresh
+
+    def _decode_one(self, fn: Callable[[Any], Any], raw: Any) -> Any:
+        try:
+            return fn(raw)
+        except Exception:
+            self._counters.add("extra_decode_errors")
+            return raw

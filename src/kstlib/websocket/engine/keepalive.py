@@ -1,0 +1,56 @@
+"""Client ping schedule and pong deadline of one connection. Pure: no I/O, no clock.
+
+The read loop asks :meth:`Keepalive.ping_due`, sends a ping through the protocol, and
+reports it with :meth:`Keepalive.ping_sent`; a matching pong calls
+:meth:`Keepalive.pong_received`. Past :attr:`Keepalive.pong_deadline` the connection is
+declared dead (``PING_TIMEOUT``). Time the engine spent held back by the consumer
+(back-pressure, a slow ``on_message``) is credited with :meth:`Keepalive.credit`, since
+the pong may be waiting unread in the socket meanwhile.
+
+Thread-safety: used by the engine thread only.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["Keepalive"]
+
+_INF = math.inf
+
+
+class Keepalive:
+    """``interval`` seconds between pings (None: never ping); ``timeout`` for the pong."""
+
+    def __init__(self, interval: float | None, timeout: float, now: float) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self.next_ping = now + interval if interval else _INF
+        self.pong_deadline = _INF
+
+    def ping_due(self, now: float) -> bool:
+        return now >= self.next_ping
+
+    def ping_sent(self, now: float, waits: bool) -> None:
+        """A ping went out at ``now``; ``waits``: its pong is the one awaited."""
+        if self.interval:
+            self.next_ping = now + self.interval
+        if waits:
+            self.pong_deadline = now + self.timeout
+
+    def pong_received(self) -> None:
+        self.pong_deadline = _INF
+
+    def expired(self, now: float) -> bool:
+        """True when the awaited pong is late."""
+        return now >= self.pong_deadline
+
+    def credit(self, seconds: float) -> None:
+        """Move both timers later by ``seconds`` the engine could not read."""
+        self.next_ping += seconds
+        if self.pong_deadline != _INF:
+            self.pong_deadline += seconds
+
+    def wake_at(self) -> float:
+        """The next moment this needs the engine (``inf`` when never)."""
+        return min(self.next_ping, self.pong_deadline)

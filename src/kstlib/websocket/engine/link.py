@@ -1,0 +1,208 @@
+"""One open connection: its socket, its :class:`~kstlib.websocket.protocol.ClientProtocol`,
+and the locks that let any thread write while the engine thread reads.
+
+* Reads (:meth:`Link.read_into`) belong to one thread at a time: the engine thread, or
+  the closer thread of a replaced connection.
+* Writes (:meth:`Link.send_data`, :meth:`Link.send_ping`, :meth:`Link.flush`,
+  :meth:`Link.send_close`) hold ``write_lock`` for the whole frame, so frames never
+  interleave. A write waits for room in the socket for at most ``write_timeout``; a frame
+  that could be written only in part breaks the byte stream, so the connection is then
+  aborted (the reader sees it end) before the timeout is raised.
+* Over TLS, ``io_lock`` serialises every call into the ``SSLSocket`` (OpenSSL objects
+  must not be read and written by two threads at once). Lock order: ``write_lock``, then
+  ``io_lock``; neither is held while waiting for the socket.
+
+Thread-safety: as above; :meth:`Link.abort` may be called from any thread, twice.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import threading
+from typing import Any
+
+from kstlib.websocket import transport
+from kstlib.websocket.exceptions import WebSocketClosedError, WebSocketTimeoutError
+from kstlib.websocket.protocol import ClientProtocol
+
+from .clock import Clock
+from .keepalive import Keepalive
+
+__all__ = ["Link"]
+
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class Link:
+    """A connection whose opening handshake succeeded; the socket is non-blocking."""
+
+    def __init__(
+        self,
+        hs: transport.Handshake,
+        protocol: ClientProtocol,
+        keepalive: Keepalive,
+        *,
+        clock: Clock,
+        write_timeout: float,
+    ) -> None:
+        self.sock: socket.socket = hs.sock
+        self.leftover = hs.leftover
+        self.protocol = protocol
+        self.keepalive = keepalive
+        self.tls = isinstance(hs.sock, ssl.SSLSocket)
+        self.io_lock = threading.Lock()
+        self.write_lock = threading.Lock()
+        self.open = True
+        self.connected_at = clock.monotonic()
+        self._clock = clock
+        self._write_timeout = write_timeout
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # ------------------------------------------------------------------ reading
+
+    def read_into(self, buf: bytearray) -> int:
+        """One non-blocking read: bytes read, -1 when nothing is there, 0 at EOF.
+
+        Raises ``OSError`` when the connection broke."""
+        try:
+            if self.tls:
+                with self.io_lock:
+                    return self.sock.recv_into(buf)
+            return self.sock.recv_into(buf)
+        except _WOULD_BLOCK:
+            return -1
+
+    def take_leftover(self) -> bytes | None:
+        """Bytes the handshake read past its response (to parse first), once."""
+        data, self.leftover = self.leftover, b""
+        return data or None
+
+    # ------------------------------------------------------------------ writing
+
+    def send_data(self, opcode: int, payload: Any) -> None:
+        """Write one data message. Raises ``WebSocketClosedError`` when the connection is
+        closing or gone, ``WebSocketTimeoutError`` when the peer stopped reading."""
+        with self.write_lock:
+            self._check_writable()
+            self._write(self.protocol.encode_data(opcode, payload))
+
+    def send_ping(self) -> bool:
+        """Write a ping; True when it is the one whose pong is awaited."""
+        with self.write_lock:
+            self._check_writable()
+            frame, waits = self.protocol.encode_ping()
+            self._write(frame)
+            return waits
+
+    def flush(self) -> int:
+        """Write the control replies the protocol asks for; returns how many."""
+        if not self.protocol.wants_to_send:
+            return 0
+        with self.write_lock:
+            frames = self.protocol.data_to_send()
+            for frame in frames:
+                self._write(frame)
+            return len(frames)
+
+    def send_close(self, code: int | None, reason: str) -> bool:
+        """Write our close frame once; False when one was sent already or it is gone."""
+        with self.write_lock:
+            if not self.open:
+                return False
+            frame = self.protocol.encode_close(code, reason)
+            if frame is None:
+                return False
+            self._write(frame)
+            return True
+
+    def _check_writable(self) -> None:
+        if not self.open or self.protocol.close_sent:
+            raise WebSocketClosedError(None, "not connected (the connection is closing)")
+
+    def _write(self, data: bytes) -> None:
+        """Write all of ``data``. Caller holds ``write_lock``."""
+        view = memoryview(data)
+        deadline: float | None = None
+        while view:
+            try:
+                sent = self._send_some(view)
+            except _WOULD_BLOCK:
+                deadline = self._wait_writable(deadline, partial=len(view) < len(data))
+                continue
+            view = view[sent:]
+
+    def _send_some(self, view: memoryview) -> int:
+        if self.tls:
+            with self.io_lock:
+                return self.sock.send(view)
+        return self.sock.send(view)
+
+    def _wait_writable(self, deadline: float | None, *, partial: bool) -> float:
+        now = self._clock.monotonic()
+        if deadline is None:
+            deadline = now + self._write_timeout
+        if now >= deadline:
+            if partial:  # the peer holds half a frame: the stream cannot go on
+                self._break()
+            raise WebSocketTimeoutError("send", self._write_timeout)
+        if not self.open:
+            raise BrokenPipeError("connection closed while sending")
+        select.select([], [self.sock], [], min(deadline - now, 0.5))
+        return deadline
+
+    # ------------------------------------------------------------------ ending
+
+    def abort(self, send_close: bool = False) -> None:
+        """Close the socket now, without waiting for anything. Idempotent.
+
+        ``send_close`` first writes a close frame if the write lock is free at once and
+        the frame fits the socket (never waits)."""
+        if not self.open:
+            return
+        if send_close:
+            self._try_close_frame()
+        self.open = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        with self.write_lock:  # a writer that was waiting sees the socket gone
+            self.sock.close()
+
+    def _break(self) -> None:
+        """Abort with ``write_lock`` already held (a write failed half-way)."""
+        self.open = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    def _try_close_frame(self) -> None:
+        if not self.write_lock.acquire(blocking=False):
+            return  # a writer is stuck on this socket: do not wait behind it
+        try:
+            frame = self.protocol.encode_close(1000, "")
+            if frame is not None:
+                self._send_some(memoryview(frame))
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.write_lock.release()
+
+    # ------------------------------------------------------------------ counters
+
+    def counters(self) -> tuple[int, int, int, int, int]:
+        """``(messages_received, bytes_received, decode_errors, messages_sent, bytes_sent)``."""
+        parser, encoder = self.protocol.parser, self.protocol.encoder
+        return (
+            parser.messages_received,
+            parser.bytes_received,
+            parser.decode_errors,
+            encoder.messages_sent,
+            encoder.bytes_sent,
+        )

@@ -1,0 +1,172 @@
+"""Serving one connection: wait, read, parse, deliver, answer, and run its timers.
+
+:func:`serve` runs until the connection ends and returns why; a make-before-break
+handover swaps in its successor and serving goes on there. Each turn of the loop:
+
+1. reads once (never more than one read between looks at commands and timers) and
+   hands the batch of complete messages to delivery;
+2. answers the peer's control frames, or ends on its close frame or a violation;
+3. takes the user's commands (close, kill, disconnect, schedule...);
+4. runs the timers: keepalive ping and pong deadline, ``should_disconnect``, connection
+   age and scheduled rotation (a handover when it is on, else a closing handshake);
+5. when the read found nothing, sleeps in ``poll`` until data, a command or the next
+   timer.
+
+Thread-safety: the engine thread only.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+from typing import Any
+
+from kstlib.websocket.exceptions import WebSocketError
+from kstlib.websocket.models import ConnectionState, DisconnectReason
+
+from . import handover
+from .closing import Ending, graceful, lost
+from .control import after_controls, send_ping
+from .link import Link
+from .mailbox import StopMode
+from .overlap import handover_enabled
+from .policy import ProactivePolicy
+from .runtime import Runtime
+
+__all__ = ["serve"]
+
+_R = DisconnectReason
+_EOF = "connection closed by peer (EOF)"
+
+
+def serve(rt: Runtime, link: Link) -> tuple[Link, Ending]:
+    """Serve connections until one ends: returns it and why."""
+    while True:
+        out = _Serving(rt, link).run()
+        if isinstance(out, Ending):
+            return link, out
+        link = out
+
+
+class _Serving:
+    """One connection's loop (see the module docstring)."""
+
+    def __init__(self, rt: Runtime, link: Link) -> None:
+        s = rt.settings
+        self.rt = rt
+        self.link = link
+        self.policy = ProactivePolicy(
+            check_interval=s.disconnect_check_interval if s.should_disconnect else None,
+            max_age=s.max_connection_age,
+            connected_at=link.connected_at,
+            now=rt.clock.monotonic(),
+        )
+        self.rotation: DisconnectReason | None = None
+        self.poller = select.poll()
+        self.poller.register(link.fileno(), select.POLLIN)
+        self.poller.register(rt.mailbox.fileno(), select.POLLIN)
+
+    def run(self) -> Ending | Link:
+        rt, link = self.rt, self.link
+        buf = rt.buf
+        view = memoryview(buf)
+        read_into = link.read_into
+        protocol = link.protocol
+        receive = protocol.receive_data
+        mailbox = rt.mailbox
+        pending = link.take_leftover()
+        while True:
+            chunk: Any
+            if pending is not None:
+                chunk, pending = pending, None
+                n = len(chunk)
+            else:
+                try:
+                    n = read_into(buf)
+                except OSError as exc:
+                    return lost(rt, link, _R.NETWORK_ERROR, exc)
+                if n == 0:
+                    return lost(rt, link, _R.NETWORK_ERROR, EOFError(_EOF))
+                chunk = view[:n]
+            if n > 0:
+                msgs = receive(chunk)
+                if msgs:
+                    self._deliver(msgs)
+                if protocol.has_news and (ending := after_controls(rt, link)) is not None:
+                    return ending
+            if mailbox.pending and (ending := self._commands()) is not None:
+                return ending
+            out = self._timers()
+            if out is not None:
+                return out
+            if n <= 0:
+                self._sleep()
+
+    def _deliver(self, msgs: list[Any]) -> None:
+        delivery = self.rt.delivery
+        blocked = delivery.deliver(msgs)
+        if blocked:
+            self.link.keepalive.credit(blocked)
+        if delivery.handover_wanted:
+            delivery.handover_wanted = False
+            self.rotation = _R.CONNECTION_LIMIT
+
+    def _commands(self) -> Ending | None:
+        rt, link = self.rt, self.link
+        cmds = rt.mailbox.take()
+        if cmds.stop is not None:
+            rt.state.transition(ConnectionState.CLOSING)
+            if cmds.stop is StopMode.FORCE:
+                link.abort(send_close=True)
+                return Ending(_R.USER_REQUESTED, 1000, "force_close")
+            return graceful(rt, link, _R.USER_REQUESTED)
+        if cmds.kill:
+            link.abort()
+            return Ending(_R.KILLED, None, "killed")
+        if cmds.disconnect:
+            return graceful(rt, link, _R.USER_REQUESTED)
+        if cmds.schedule_at is not None:
+            if handover_enabled(rt.settings):  # rotate without a gap when the time comes
+                self.policy.schedule_rotation(cmds.schedule_at)
+                return None
+            ending = graceful(rt, link, _R.SCHEDULED)
+            ending.reconnect_at = cmds.schedule_at
+            return ending
+        if cmds.soft and rt.settings.should_disconnect is None:
+            rt.mailbox.take_soft()
+            return graceful(rt, link, _R.USER_REQUESTED)
+        return None
+
+    def _timers(self) -> Ending | Link | None:
+        rt, link = self.rt, self.link
+        now = rt.clock.monotonic()
+        keepalive = link.keepalive
+        if keepalive.ping_due(now):
+            try:
+                send_ping(rt, link, now)
+            except (OSError, WebSocketError) as exc:
+                return lost(rt, link, _R.NETWORK_ERROR, exc)
+        if keepalive.expired(now):
+            link.abort()
+            return Ending(_R.PING_TIMEOUT, None, f"no pong within {keepalive.timeout:g}s")
+        if self.policy.check_due(now) and rt.callbacks.call(
+            "should_disconnect", rt.settings.should_disconnect
+        ):
+            soft = rt.mailbox.take_soft()
+            return graceful(rt, link, _R.USER_REQUESTED if soft else _R.CALLBACK_TRIGGERED)
+        rotation = self.policy.rotation_due(now) or self.rotation
+        if rotation is None:
+            return None
+        self.rotation = None
+        if not handover_enabled(rt.settings):
+            return graceful(rt, link, rotation)
+        # None: the new connection failed, keep this one until its real end
+        return handover.rotate(rt, link, rotation)
+
+    def _sleep(self) -> None:
+        wake_at = min(self.link.keepalive.wake_at(), self.policy.wake_at())
+        if wake_at == math.inf:
+            self.poller.poll()  # nothing scheduled: data or a command ends it
+            return
+        delay = wake_at - self.rt.clock.monotonic()
+        self.poller.poll(min(max(0, math.ceil(delay * 1000.0)), 3_600_000))
