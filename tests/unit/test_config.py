@@ -82,6 +82,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "reconnect_strategy": ReconnectStrategy.EXPONENTIAL_BACKOFF,
     "auto_reconnect": True,
     "max_reconnect_attempts": 10,
+    "connect_attempts": 3,
     "reconnect_delay": 1.0,
     "reconnect_delay_max": 60.0,
     "connect_timeout": 10.0,
@@ -199,6 +200,7 @@ PRECEDENCE: dict[str, tuple[Any, Any, Any, Any]] = {
     ),
     "auto_reconnect": (False, True, False, True),
     "max_reconnect_attempts": (None, 3, None, 3),
+    "connect_attempts": (None, 5, None, 5),
     "reconnect_delay": (0, 2.5, 0.0, 2.5),
     "reconnect_delay_max": (90, 120.0, 90.0, 120.0),
     "connect_timeout": (1.5, 2, 1.5, 2.0),
@@ -577,6 +579,12 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("max_reconnect_attempts", 0),
     ("max_reconnect_attempts", -3),
     ("max_reconnect_attempts", 1_000_001),
+    ("connect_attempts", 0),
+    ("connect_attempts", -1),
+    ("connect_attempts", 1_000_001),
+    ("connect_attempts", 2.0),
+    ("connect_attempts", "3"),
+    ("connect_attempts", True),
     ("reconnect_delay", "1s"),
     ("reconnect_delay", -0.5),
     ("reconnect_delay", 10**9),
@@ -640,6 +648,8 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("proxy", "http://proxy:99999"),
     ("proxy", "proxy:3128"),
     ("proxy", "http://proxy:3128/path"),
+    ("proxy", "https://proxy:443"),  # TLS to the proxy: refused when built, not at connect()
+    ("proxy", "http://[::1"),  # urlsplit refuses it: still a ValueError naming the key
     ("compression", "gzip"),
     ("compression", True),
     ("compression", "permessage-deflate"),
@@ -787,6 +797,8 @@ def test_repr_hides_header_values_and_proxy_password() -> None:
         ("max_message_size", 2**31),
         ("max_reconnect_attempts", 1),
         ("max_reconnect_attempts", 1_000_000),
+        ("connect_attempts", 1),
+        ("connect_attempts", 1_000_000),
         ("reconnect_delay", 0),
         ("connect_timeout", 604_800),
         ("ping_interval", 0.001),
@@ -887,7 +899,6 @@ def test_subscription_dicts_are_copied() -> None:
     "proxy",
     [
         "http://proxy:3128",
-        "https://proxy:443",
         "socks4://p:1080",
         "socks4a://p:1080",
         "socks5://p:1080",
@@ -997,3 +1008,84 @@ def test_handover_needs_a_dedupe_key() -> None:
         load_settings(URL, handover=False, should_handover=lambda m: True)
     s = load_settings(URL, handover=True, dedupe_key=lambda m: m["t"])
     assert s.handover is True and s.dedupe_key is not None
+
+
+# ------------------------------------------------------------- declared once, documented
+
+
+def test_keyword_only_options_are_the_python_objects() -> None:
+    assert {
+        "should_disconnect",
+        "should_reconnect",
+        "ssl",
+        "on_connect",
+        "on_disconnect",
+        "on_message",
+        "on_error",
+        "dedupe_key",
+        "should_handover",
+        "before_connect",
+    } == KEYWORD_ONLY_OPTIONS
+
+
+def test_every_option_field_declares_its_check_and_doc() -> None:
+    for f in dataclasses.fields(Settings):
+        if f.name in ("url", "source"):
+            assert not f.metadata
+            continue
+        assert callable(f.metadata["check"]), f.name
+        assert len(f.metadata["doc"]) > 20, f.name
+        assert f.metadata["keyword_only"] is (f.name in KEYWORD_ONLY_OPTIONS)
+
+
+def test_module_docstring_documents_every_option_and_keeps_its_sections() -> None:
+    from kstlib.websocket import config
+
+    doc = config.__doc__ or ""
+    assert "@OPTIONS@" not in doc
+    for section in ("Configuration file", "Errors are never papered over", "Thread-safety"):
+        assert section in doc
+    for f in dataclasses.fields(Settings):
+        if f.name in ("url", "source"):
+            continue
+        kind = "keyword only, " if f.name in KEYWORD_ONLY_OPTIONS else ""
+        assert f"``{f.name}`` ({kind}default " in doc, f.name
+        first_words = " ".join(f.metadata["doc"].split()[:4])
+        assert first_words in " ".join(doc.split()), f.name
+    assert "``max_message_size`` (default 16 777 216)" in doc
+    assert "``reconnect_strategy`` (default ``exponential_backoff``)" in doc
+
+
+# ------------------------------------------------------------------------ connect_attempts
+
+
+def test_connect_attempts_default_and_none(isolated: Path) -> None:
+    assert load_settings(URL).connect_attempts == 3
+    assert load_settings(URL, connect_attempts=None).connect_attempts is None
+    write_section(isolated / "kstlib.conf.yml", {"connect_attempts": 1})
+    assert load_settings(URL).connect_attempts == 1
+    assert Settings(URL, connect_attempts=7).connect_attempts == 7
+
+
+def test_connect_attempts_error_says_what_none_means() -> None:
+    with pytest.raises(ValueError) as info:
+        load_settings(URL, connect_attempts=0)
+    assert str(info.value) == (
+        "keyword argument connect_attempts: expected an integer from 1 to 1000000, or "
+        "null/None (same as max_reconnect_attempts), got 0 (int)"
+    )
+
+
+# ----------------------------------------------------------------- urls urlsplit refuses
+
+
+@pytest.mark.parametrize("url", ["ws://[::1/", "ws://u:pw@[::1/"])
+def test_url_that_urlsplit_refuses_is_a_value_error_naming_the_key(url: str) -> None:
+    with pytest.raises(ValueError, match=r"^url: ") as info:
+        load_settings(url)
+    assert "pw" not in str(info.value)
+
+
+def test_https_proxy_is_refused_when_the_settings_are_built() -> None:
+    with pytest.raises(ValueError, match=r"^keyword argument proxy: an https:// proxy"):
+        load_settings(URL, proxy="https://proxy:3128")

@@ -67,102 +67,10 @@ Options
 Durations are in seconds (``int`` or ``float``; stored as ``float``). "7 days" is
 604 800 s, the upper limit of every duration; anything above is taken as a mistake.
 
-``subscriptions`` (default: none)
-    Messages sent, in this order, right after every connect and reconnect: a ``dict``
-    (sent as JSON text) or a ``str`` (sent as is, not empty). A list in the file.
-``should_disconnect`` (keyword only, default ``None``)
-    ``() -> bool`` polled every ``disconnect_check_interval`` while connected; ``True``
-    closes the connection with reason ``CALLBACK_TRIGGERED``.
-``should_reconnect`` (keyword only, default ``None``)
-    ``() -> bool`` polled every ``reconnect_check_interval`` while proactively
-    disconnected; ``True`` reconnects.
-``disconnect_check_interval`` (default 5.0)
-    Seconds between two ``should_disconnect()`` calls. > 0, <= 7 days.
-``reconnect_check_interval`` (default 1.0)
-    Seconds between two ``should_reconnect()`` calls. > 0, <= 7 days.
-``reconnect_strategy`` (default ``exponential_backoff``)
-    Wait before reconnect attempt *n* after a reactive loss: ``immediate`` (none),
-    ``fixed_delay`` (``reconnect_delay`` each time) or ``exponential_backoff``
-    (``reconnect_delay * 2**(n-1)`` capped at ``reconnect_delay_max``, with jitter). A
-    :class:`~kstlib.websocket.models.ReconnectStrategy` member, or its name as a string,
-    case-insensitive.
-``auto_reconnect`` (default ``true``)
-    Reconnect by ``reconnect_strategy`` after a reactive loss. A boolean.
-``max_reconnect_attempts`` (default 10)
-    Consecutive failed attempts after which the consumer gets
-    ``WebSocketConnectionError``. An integer from 1 to 1 000 000, or ``null``/``None``
-    for no limit.
-``reconnect_delay`` (default 1.0)
-    Base reconnect delay in seconds. >= 0, <= 7 days.
-``reconnect_delay_max`` (default 60.0)
-    Cap of the exponential backoff in seconds. >= ``reconnect_delay``, <= 7 days (so
-    raising ``reconnect_delay`` above 60 requires raising this too).
-``connect_timeout`` (default 10.0)
-    Seconds allowed for TCP connect + TLS + opening handshake. > 0, <= 7 days.
-``ping_interval`` (default 30.0)
-    Seconds between two client pings. > 0, <= 7 days, or ``null``/``None``: no client
-    pings (server pings are still answered).
-``ping_timeout`` (default 10.0)
-    Seconds to wait for the pong before the loss is declared (``PING_TIMEOUT``). > 0,
-    <= 7 days.
-``close_timeout`` (default 5.0)
-    Seconds allowed for the closing handshake before the socket is dropped. > 0,
-    <= 7 days.
-``queue_size`` (default 1000)
-    Capacity of the inbox between the engine and the consumer, in messages. An integer
-    from 1 to 10 000 000.
-``queue_overflow`` (default ``block``)
-    When the inbox is full: ``block`` (back-pressure: the engine stops reading, nothing
-    is lost) or ``drop_oldest`` (the oldest queued message is dropped and counted).
-``max_message_size`` (default 16 MiB = 16 777 216)
-    Largest accepted message in bytes, after decompression; larger closes with 1009.
-    An integer from 1 to 2**31.
-``max_connection_age`` (default ``None``)
-    Seconds after which a connection is rotated proactively (reason
-    ``CONNECTION_LIMIT``), before a platform limit such as 24 h. > 0, <= 7 days, or
-    ``null``/``None`` (never).
-``max_send_rate`` (default ``None``)
-    Most outgoing control messages (subscriptions, ``subscribe``) per second. > 0,
-    <= 1 000 000, or ``null``/``None`` (no limit).
-``decode`` (default ``json``)
-    ``json``: text frames are parsed as JSON (a text frame that is not JSON is delivered
-    as ``str``); ``bytes``: every message as ``bytes``; ``null``/``None``: ``str`` for
-    text, ``bytes`` for binary; or (keyword only) a callable ``(str | bytes) -> Any``.
-``headers`` (default: none)
-    Extra HTTP headers of the opening handshake: a mapping name -> value, or a list of
-    ``[name, value]`` pairs (a list allows a repeated name). Names are HTTP tokens,
-    values are strings without CR/LF. Headers the handshake itself manages (``Upgrade``,
-    ``Connection``, ``Sec-WebSocket-*``) are refused: use ``subprotocols`` and
-    ``compression``. Error messages never print header values (they may be secrets).
-``subprotocols`` (default: none)
-    Subprotocols offered in ``Sec-WebSocket-Protocol``, in order of preference: a list
-    of HTTP tokens.
-``ssl`` (keyword only, default ``None``)
-    An ``ssl.SSLContext`` for ``wss://``; ``None`` uses the system's default trust store.
-``proxy`` (default ``None``)
-    ``http://[user:pass@]host[:port]``, ``https://...``, ``socks4://``, ``socks4a://``,
-    ``socks5://`` or ``socks5h://``; ``None``: direct connection.
-``compression`` (default ``deflate``)
-    ``deflate``: offer permessage-deflate (RFC 7692); ``null``/``None``: do not offer it.
-``on_connect``, ``on_disconnect``, ``on_message``, ``on_error`` (keyword only)
-    Callbacks run on the engine thread: ``on_connect()``, ``on_disconnect(reason)``,
-    ``on_message(message)``, ``on_error(exception)``.
-``handover`` (default ``None``)
-    Make-before-break rotation: for a proactive rotation (``max_connection_age``,
-    ``schedule_reconnect``, ``should_handover``) the engine opens and subscribes the new
-    connection while the old one still streams, switches once the new stream has caught
-    up (duplicates of the overlap dropped by ``dedupe_key``) and then closes the old one.
-    ``true`` requires ``dedupe_key``; ``null``/``None``: on exactly when ``dedupe_key`` is
-    given; ``false``: off.
-``dedupe_key`` (keyword only, default ``None``)
-    ``(message) -> hashable | None``: the identity of a message (e.g. a trade id) used to
-    drop the overlap's duplicates during a handover. ``None`` keys are never dropped.
-``should_handover`` (keyword only, default ``None``)
-    ``(message) -> bool``, called for every incoming message: True starts a handover now
-    (e.g. on a server's announced shutdown). Needs ``handover`` on.
-``before_connect`` (keyword only, default ``None``)
-    ``() -> None``, called on the engine thread before every connection attempt (may
-    sleep briefly, e.g. to pace attempts under an exchange's limit).
+Each option is declared once, as a field of :class:`Settings` (type, default, check and
+the text below); this list is generated from those fields when the module is imported.
+
+@OPTIONS@
 
 The keys ``url`` and ``config`` are arguments of the manager, not file keys.
 
@@ -171,22 +79,34 @@ Thread-safety: :class:`Settings` is immutable and may be shared between threads.
 environment, the current directory and the file at the moment they are called.
 """
 
+# ruff: noqa: RUF009 -- _option() returns dataclasses.field(); ruff cannot see through it.
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import logging
 import os
 import re
+import textwrap
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from ssl import SSLContext
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
 import yaml
 
+from kstlib.websocket._http import (
+    InvalidValue,
+    check_headers,
+    check_proxy,
+    check_subprotocols,
+    check_url,
+    redact_url,
+)
+from kstlib.websocket._http import show as _show
 from kstlib.websocket.models import DisconnectReason, ReconnectStrategy
 
 __all__ = [
@@ -201,6 +121,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_U = TypeVar("_U")
 
 #: Environment variable naming the configuration file.
 CONFIG_ENV_VAR = "KSTLIB_CONFIG"
@@ -212,334 +134,167 @@ _SECTION = "websocket"
 _SECONDS_7_DAYS = 7 * 24 * 3600.0
 _MAX_QUEUE_SIZE = 10_000_000
 _MAX_MESSAGE_SIZE = 2**31
-_MAX_RECONNECT_ATTEMPTS = 1_000_000
+_MAX_ATTEMPTS = 1_000_000
 _MAX_SEND_RATE = 1_000_000.0
-_PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks4a", "socks5", "socks5h"})
-_RESERVED_HEADERS = frozenset(
-    {
-        "upgrade",
-        "connection",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-accept",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-    }
-)
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+#: A value failed validation; ``str(self)`` is the reason, without key or origin.
+_Invalid = InvalidValue
 
 
-class _Invalid(Exception):
-    """A value failed validation; ``str(self)`` is the reason, without key or origin."""
+class _Expected(InvalidValue):
+    """``expected <what>, got <value>``; keeps ``what`` so that :func:`_or_none` extends it."""
+
+    def __init__(self, what: str, value: Any) -> None:
+        super().__init__(f"expected {what}, got {_show(value)}")
+        self.what = what
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
-def _show(value: Any) -> str:
-    """A short ``repr`` of a bad value for an error message."""
-    text = repr(value)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return f"{text} ({type(value).__name__})"
+# ---------------------------------------------------------------------------- checks
+# Each check takes a value as given (file, mapping or keyword), returns it normalised
+# and raises _Invalid with the reason.
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _seconds(
-    *, zero_ok: bool = False, none_ok: bool = False, maximum: float = _SECONDS_7_DAYS
-) -> Callable[[Any], float | None]:
-    """A validator for a duration in seconds; returns it as ``float``."""
-    low = ">= 0" if zero_ok else "> 0"
-    expected = f"a number of seconds {low} and <= {maximum:g} (7 days)"
-    if none_ok:
-        expected += ", or null/None"
+def _or_none(check: Callable[[Any], _T], meaning: str = "") -> Callable[[Any], _T | None]:
+    """``check`` that also accepts ``None`` (kept as ``None``; ``meaning`` says what it means)."""
+    alternative = "null/None" + (f" ({meaning})" if meaning else "")
 
-    def check(value: Any) -> float | None:
-        if value is None and none_ok:
+    def checked(value: Any) -> _T | None:
+        if value is None:
             return None
-        if not _is_number(value):
-            raise _Invalid(f"expected {expected}, got {_show(value)}")
-        if value != value or value < 0 or (value == 0 and not zero_ok) or value > maximum:  # NaN
-            raise _Invalid(f"expected {expected}, got {_show(value)}")
+        try:
+            return check(value)
+        except _Expected as exc:
+            raise _Expected(f"{exc.what}, or {alternative}", value) from None
+
+    return checked
+
+
+def _seconds(*, zero_ok: bool = False) -> Callable[[Any], float]:
+    """A check for a duration in seconds (``int`` or ``float``, not NaN, <= 7 days)."""
+    limit = _SECONDS_7_DAYS
+    what = f"a number of seconds {'>= 0' if zero_ok else '> 0'} and <= {limit:g} (7 days)"
+
+    def check(value: Any) -> float:
+        if not _is_number(value) or not (0 <= value <= limit) or (value == 0 and not zero_ok):
+            raise _Expected(what, value)  # NaN fails the range test
         return float(value)
 
     return check
 
 
-def _integer(*, minimum: int, maximum: int, none_ok: bool = False) -> Callable[[Any], int | None]:
-    """A validator for an integer in ``[minimum, maximum]``."""
-    expected = f"an integer from {minimum} to {maximum}"
-    if none_ok:
-        expected += ", or null/None (no limit)"
+def _integer(*, minimum: int, maximum: int) -> Callable[[Any], int]:
+    """A check for an ``int`` (not ``bool``, not ``float``) in ``[minimum, maximum]``."""
+    what = f"an integer from {minimum} to {maximum}"
 
-    def check(value: Any) -> int | None:
-        if value is None and none_ok:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise _Invalid(f"expected {expected}, got {_show(value)}")
-        if not minimum <= value <= maximum:
-            raise _Invalid(f"expected {expected}, got {_show(value)}")
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise _Expected(what, value)
         return int(value)
 
     return check
 
 
-def _choice(*choices: str, none_ok: bool) -> Callable[[Any], str | None]:
-    """A validator for one of a few strings (case-insensitive, stored lower case)."""
-    expected = " or ".join(repr(c) for c in choices)
-    if none_ok:
-        expected += " or null/None"
+def _choice(*choices: str) -> Callable[[Any], str]:
+    """A check for one of a few strings (case-insensitive, stored lower case)."""
+    what = " or ".join(repr(c) for c in choices)
 
-    def check(value: Any) -> str | None:
-        if value is None and none_ok:
-            return None
+    def check(value: Any) -> str:
         if isinstance(value, str) and value.strip().lower() in choices:
             return value.strip().lower()
-        raise _Invalid(f"expected {expected}, got {_show(value)}")
+        raise _Expected(what, value)
 
     return check
 
 
-def _callable_or_none(value: Any) -> Callable[..., Any] | None:
-    if value is None:
-        return None
+def _send_rate(value: Any) -> float:
+    if not _is_number(value) or not 0 < value <= _MAX_SEND_RATE:  # also refuses NaN
+        raise _Expected(f"a rate in messages per second > 0 and <= {_MAX_SEND_RATE:g}", value)
+    return float(value)
+
+
+def _callable(value: Any) -> Callable[..., Any]:
     if not callable(value):
-        raise _Invalid(f"expected a callable or None, got {_show(value)}")
+        raise _Expected("a callable", value)
     return value  # type: ignore[no-any-return]
 
 
-def _check_subscriptions(value: Any) -> tuple[dict[str, Any] | str, ...]:
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
-        raise _Invalid(f"expected a list of dict or str messages, got {_show(value)}")
-    result: list[dict[str, Any] | str] = []
-    for index, entry in enumerate(value):
-        if isinstance(entry, dict):
-            bad_keys = [k for k in entry if not isinstance(k, str)]
-            if bad_keys:
-                raise _Invalid(
-                    f"entry {index}: a dict message needs str keys (it is sent as JSON), "
-                    f"got key {bad_keys[0]!r} in {_show(entry)}"
-                )
-            result.append(dict(entry))
-        elif isinstance(entry, str):
-            if not entry:
-                raise _Invalid(f"entry {index}: a str message must not be empty, got ''")
-            result.append(entry)
-        else:
-            raise _Invalid(f"entry {index}: expected a dict or a str, got {_show(entry)}")
-    return tuple(result)
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Expected("true or false", value)
+    return value
 
 
-def _check_strategy(value: Any) -> ReconnectStrategy:
+def _ssl_context(value: Any) -> SSLContext:
+    if not isinstance(value, SSLContext):
+        raise _Expected("an ssl.SSLContext", value)
+    return value
+
+
+def _strategy(value: Any) -> ReconnectStrategy:
     if isinstance(value, ReconnectStrategy):
         return value
+    if isinstance(value, str) and value.strip().upper() in ReconnectStrategy.__members__:
+        return ReconnectStrategy[value.strip().upper()]
     names = ", ".join(repr(s.name.lower()) for s in ReconnectStrategy)
-    if isinstance(value, str):
-        key = value.strip().upper()
-        if key in ReconnectStrategy.__members__:
-            return ReconnectStrategy[key]
-    raise _Invalid(f"expected a ReconnectStrategy or one of {names}, got {_show(value)}")
+    raise _Expected(f"a ReconnectStrategy or one of {names}", value)
 
 
-def _check_bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false, got {_show(value)}")
-    return value
-
-
-def _check_bool_or_none(value: Any) -> bool | None:
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise _Invalid(f"expected true, false or null, got {_show(value)}")
-    return value
-
-
-def _check_decode(value: Any) -> str | Callable[[str | bytes], Any] | None:
+def _decode(value: Any) -> str | Callable[[str | bytes], Any] | None:
     if value is None:
         return None
     if callable(value):
         return value  # type: ignore[no-any-return]
     if isinstance(value, str) and value.strip().lower() in ("json", "bytes"):
         return value.strip().lower()
-    raise _Invalid(f"expected 'json', 'bytes', null/None or a callable, got {_show(value)}")
+    raise _Expected("'json', 'bytes', null/None or a callable", value)
 
 
-def _check_header_pair(name: Any, value: Any) -> tuple[str, str]:
-    if not isinstance(name, str) or not _TOKEN_RE.fullmatch(name):
-        raise _Invalid(f"header name must be an HTTP token (str), got {_show(name)}")
-    if name.lower() in _RESERVED_HEADERS:
-        raise _Invalid(
-            f"header {name!r} is set by the WebSocket handshake itself "
-            "(use subprotocols= or compression= instead)"
-        )
-    # The value is never printed: headers often carry API keys.
-    if not isinstance(value, str):
-        raise _Invalid(f"header {name!r}: value must be a str, got {type(value).__name__}")
-    if "\r" in value or "\n" in value or "\0" in value:
-        raise _Invalid(f"header {name!r}: value must not contain CR, LF or NUL")
-    return (name, value)
-
-
-def _check_headers(value: Any) -> tuple[tuple[str, str], ...]:
-    if isinstance(value, Mapping):
-        return tuple(_check_header_pair(k, v) for k, v in value.items())
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise _Invalid(
-            f"expected a mapping name -> value or a list of [name, value] pairs, "
-            f"got {type(value).__name__}"
-        )
-    pairs: list[tuple[str, str]] = []
-    for index, pair in enumerate(value):
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+def _subscription(index: int, entry: Any) -> dict[str, Any] | str:
+    """One subscription message: a ``dict`` with ``str`` keys (copied) or a non-empty ``str``."""
+    if isinstance(entry, dict):
+        bad_keys = [k for k in entry if not isinstance(k, str)]
+        if bad_keys:
             raise _Invalid(
-                f"entry {index}: expected a [name, value] pair, got {type(pair).__name__}"
-                + (f" of length {len(pair)}" if isinstance(pair, (list, tuple)) else "")
+                f"entry {index}: a dict message needs str keys (it is sent as JSON), "
+                f"got key {bad_keys[0]!r} in {_show(entry)}"
             )
-        pairs.append(_check_header_pair(pair[0], pair[1]))
-    return tuple(pairs)
+        return dict(entry)
+    if isinstance(entry, str):
+        if not entry:
+            raise _Invalid(f"entry {index}: a str message must not be empty, got ''")
+        return entry
+    raise _Invalid(f"entry {index}: expected a dict or a str, got {_show(entry)}")
 
 
-def _check_subprotocols(value: Any) -> tuple[str, ...]:
+def _subscriptions(value: Any) -> tuple[dict[str, Any] | str, ...]:
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
-        raise _Invalid(f"expected a list of subprotocol names, got {_show(value)}")
-    for index, item in enumerate(value):
-        if not isinstance(item, str) or not _TOKEN_RE.fullmatch(item):
-            raise _Invalid(f"entry {index}: expected an HTTP token (str), got {_show(item)}")
-    return tuple(value)
-
-
-def _check_ssl(value: Any) -> SSLContext | None:
-    if value is None or isinstance(value, SSLContext):
-        return value
-    raise _Invalid(f"expected an ssl.SSLContext or None, got {_show(value)}")
-
-
-def _redact_url(value: str) -> str:
-    """``value`` with the password of its userinfo replaced by ``***``."""
-    parts = urlsplit(value)
-    if parts.password is None:
-        return value
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-def _check_proxy(value: Any) -> str | None:
-    if value is None:
-        return None
-    expected = "a proxy URL such as 'http://host:port' or 'socks5://host:port', or null/None"
-    if not isinstance(value, str):
-        raise _Invalid(f"expected {expected}, got {_show(value)}")
-    shown = repr(_redact_url(value))
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        raise _Invalid(f"expected {expected}, got {shown}: {exc}") from None
-    if parts.scheme.lower() not in _PROXY_SCHEMES:
-        schemes = ", ".join(sorted(_PROXY_SCHEMES))
-        raise _Invalid(f"proxy scheme must be one of {schemes}, got {shown}")
-    if not parts.hostname:
-        raise _Invalid(f"expected {expected}, got {shown} (no host)")
-    if port == 0:
-        raise _Invalid(f"proxy port must be from 1 to 65535, got {shown}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise _Invalid(f"a proxy URL has no path, query or fragment, got {shown}")
-    return value
-
-
-def _check_url(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(f"expected a 'ws://' or 'wss://' URL, got {_show(value)}")
-    shown = repr(_redact_url(value))
-    if any(c.isspace() for c in value):
-        raise _Invalid(f"a URL must not contain whitespace, got {shown}")
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        raise _Invalid(f"expected a 'ws://' or 'wss://' URL, got {shown}: {exc}") from None
-    if parts.scheme.lower() not in ("ws", "wss"):
-        raise _Invalid(f"expected a 'ws://' or 'wss://' URL, got {shown}")
-    if not parts.hostname:
-        raise _Invalid(f"the URL has no host: {shown}")
-    if port == 0:
-        raise _Invalid(f"the URL port must be from 1 to 65535, got {shown}")
-    return value
-
-
-def _check_send_rate(value: Any) -> float | None:
-    if value is None:
-        return None
-    expected = f"a rate in messages per second > 0 and <= {_MAX_SEND_RATE:g}, or null/None"
-    if not _is_number(value) or not 0 < value <= _MAX_SEND_RATE:  # also refuses NaN
-        raise _Invalid(f"expected {expected}, got {_show(value)}")
-    return float(value)
-
-
-#: Every option: name -> validator returning the normalised value.
-_VALIDATORS: dict[str, Callable[[Any], Any]] = {
-    "subscriptions": _check_subscriptions,
-    "should_disconnect": _callable_or_none,
-    "should_reconnect": _callable_or_none,
-    "disconnect_check_interval": _seconds(),
-    "reconnect_check_interval": _seconds(),
-    "reconnect_strategy": _check_strategy,
-    "auto_reconnect": _check_bool,
-    "max_reconnect_attempts": _integer(minimum=1, maximum=_MAX_RECONNECT_ATTEMPTS, none_ok=True),
-    "reconnect_delay": _seconds(zero_ok=True),
-    "reconnect_delay_max": _seconds(zero_ok=True),
-    "connect_timeout": _seconds(),
-    "ping_interval": _seconds(none_ok=True),
-    "ping_timeout": _seconds(),
-    "close_timeout": _seconds(),
-    "queue_size": _integer(minimum=1, maximum=_MAX_QUEUE_SIZE),
-    "queue_overflow": _choice("block", "drop_oldest", none_ok=False),
-    "max_message_size": _integer(minimum=1, maximum=_MAX_MESSAGE_SIZE),
-    "max_connection_age": _seconds(none_ok=True),
-    "max_send_rate": _check_send_rate,
-    "decode": _check_decode,
-    "headers": _check_headers,
-    "subprotocols": _check_subprotocols,
-    "ssl": _check_ssl,
-    "proxy": _check_proxy,
-    "compression": _choice("deflate", none_ok=True),
-    "on_connect": _callable_or_none,
-    "on_disconnect": _callable_or_none,
-    "on_message": _callable_or_none,
-    "on_error": _callable_or_none,
-    "handover": _check_bool_or_none,
-    "dedupe_key": _callable_or_none,
-    "should_handover": _callable_or_none,
-    "before_connect": _callable_or_none,
-}
-
-
-#: Options that hold Python objects: keyword arguments only, never in a file or mapping.
-KEYWORD_ONLY_OPTIONS: frozenset[str] = frozenset(
-    {
-        "should_disconnect",
-        "should_reconnect",
-        "ssl",
-        "on_connect",
-        "on_disconnect",
-        "on_message",
-        "on_error",
-        "dedupe_key",
-        "should_handover",
-        "before_connect",
-    }
-)
-#: Every option name accepted as a keyword argument (``url`` and ``config`` aside).
-OPTION_NAMES: frozenset[str] = frozenset(_VALIDATORS)
-#: Option names accepted in the ``websocket:`` section of the file.
-FILE_OPTIONS: frozenset[str] = OPTION_NAMES - KEYWORD_ONLY_OPTIONS
+        raise _Expected("a list of dict or str messages", value)
+    return tuple(_subscription(index, entry) for index, entry in enumerate(value))
 
 
 # ---------------------------------------------------------------------------- Settings
+
+
+def _option(
+    default: _T, check: Callable[[Any], _U], doc: str, *, keyword_only: bool = False
+) -> _T | _U:
+    """Declare an option: a :class:`Settings` field with its default, check and doc.
+
+    ``check`` validates and normalises a value (raising ``_Invalid``); ``doc`` is the
+    option's entry in the module docstring; ``keyword_only`` options (Python objects) are
+    refused in a file or mapping. Typed so that the field's annotation must admit both
+    the default and what ``check`` returns.
+    """
+    metadata = {"check": check, "doc": doc, "keyword_only": keyword_only}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+_SECONDS = _seconds()
+_CALLBACK = _or_none(_callable)
 
 
 @dataclass(frozen=True, repr=False)
@@ -556,52 +311,219 @@ class Settings:
     """
 
     url: str
-    subscriptions: tuple[dict[str, Any] | str, ...] = ()
-    should_disconnect: Callable[[], bool] | None = None
-    should_reconnect: Callable[[], bool] | None = None
-    disconnect_check_interval: float = 5.0
-    reconnect_check_interval: float = 1.0
-    reconnect_strategy: ReconnectStrategy = ReconnectStrategy.EXPONENTIAL_BACKOFF
-    auto_reconnect: bool = True
-    max_reconnect_attempts: int | None = 10
-    reconnect_delay: float = 1.0
-    reconnect_delay_max: float = 60.0
-    connect_timeout: float = 10.0
-    ping_interval: float | None = 30.0
-    ping_timeout: float = 10.0
-    close_timeout: float = 5.0
-    queue_size: int = 1000
-    queue_overflow: str = "block"
-    max_message_size: int = 16 * 1024 * 1024
-    max_connection_age: float | None = None
-    max_send_rate: float | None = None
-    decode: str | Callable[[str | bytes], Any] | None = "json"
-    headers: tuple[tuple[str, str], ...] = ()
-    subprotocols: tuple[str, ...] = ()
-    ssl: SSLContext | None = None
-    proxy: str | None = None
-    compression: str | None = "deflate"
-    on_connect: Callable[[], None] | None = None
-    on_disconnect: Callable[[DisconnectReason], None] | None = None
-    on_message: Callable[[Any], None] | None = None
-    on_error: Callable[[BaseException], None] | None = None
-    handover: bool | None = None
-    dedupe_key: Callable[[Any], Hashable | None] | None = None
-    should_handover: Callable[[Any], bool] | None = None
-    before_connect: Callable[[], None] | None = None
+    subscriptions: tuple[dict[str, Any] | str, ...] = _option(
+        (),
+        _subscriptions,
+        "Messages sent, in this order, right after every connect and reconnect: a ``dict`` "
+        "(sent as JSON text) or a ``str`` (sent as is, not empty). A list in the file.",
+    )
+    should_disconnect: Callable[[], bool] | None = _option(
+        None,
+        _CALLBACK,
+        "``() -> bool`` polled every ``disconnect_check_interval`` while connected; "
+        "``True`` closes the connection with reason ``CALLBACK_TRIGGERED``.",
+        keyword_only=True,
+    )
+    should_reconnect: Callable[[], bool] | None = _option(
+        None,
+        _CALLBACK,
+        "``() -> bool`` polled every ``reconnect_check_interval`` while proactively "
+        "disconnected; ``True`` reconnects.",
+        keyword_only=True,
+    )
+    disconnect_check_interval: float = _option(
+        5.0, _SECONDS, "Seconds between two ``should_disconnect()`` calls. > 0, <= 7 days."
+    )
+    reconnect_check_interval: float = _option(
+        1.0, _SECONDS, "Seconds between two ``should_reconnect()`` calls. > 0, <= 7 days."
+    )
+    reconnect_strategy: ReconnectStrategy = _option(
+        ReconnectStrategy.EXPONENTIAL_BACKOFF,
+        _strategy,
+        "Wait before reconnect attempt *n* after a reactive loss: ``immediate`` (none), "
+        "``fixed_delay`` (``reconnect_delay`` each time) or ``exponential_backoff`` "
+        "(``reconnect_delay * 2**(n-1)`` capped at ``reconnect_delay_max``, with jitter). "
+        "A :class:`~kstlib.websocket.models.ReconnectStrategy` member, or its name as a "
+        "string, case-insensitive.",
+    )
+    auto_reconnect: bool = _option(
+        True, _bool, "Reconnect by ``reconnect_strategy`` after a reactive loss. A boolean."
+    )
+    max_reconnect_attempts: int | None = _option(
+        10,
+        _or_none(_integer(minimum=1, maximum=_MAX_ATTEMPTS), "no limit"),
+        "Consecutive failed attempts after which the consumer gets "
+        "``WebSocketConnectionError``. An integer from 1 to 1 000 000, or ``null``/``None`` "
+        "for no limit.",
+    )
+    connect_attempts: int | None = _option(
+        3,
+        _or_none(_integer(minimum=1, maximum=_MAX_ATTEMPTS), "same as max_reconnect_attempts"),
+        "Attempts of the first ``connect()`` (before any connection succeeded) before it "
+        "raises ``WebSocketConnectionError``; later reconnects use "
+        "``max_reconnect_attempts``. An integer from 1 to 1 000 000, or ``null``/``None``: "
+        "the same limit as ``max_reconnect_attempts``.",
+    )
+    reconnect_delay: float = _option(
+        1.0, _seconds(zero_ok=True), "Base reconnect delay in seconds. >= 0, <= 7 days."
+    )
+    reconnect_delay_max: float = _option(
+        60.0,
+        _seconds(zero_ok=True),
+        "Cap of the exponential backoff in seconds. >= ``reconnect_delay``, <= 7 days (so "
+        "raising ``reconnect_delay`` above 60 requires raising this too).",
+    )
+    connect_timeout: float = _option(
+        10.0,
+        _SECONDS,
+        "Seconds allowed for TCP connect + TLS + opening handshake. > 0, <= 7 days.",
+    )
+    ping_interval: float | None = _option(
+        30.0,
+        _or_none(_SECONDS),
+        "Seconds between two client pings. > 0, <= 7 days, or ``null``/``None``: no client "
+        "pings (server pings are still answered).",
+    )
+    ping_timeout: float = _option(
+        10.0,
+        _SECONDS,
+        "Seconds to wait for the pong before the loss is declared (``PING_TIMEOUT``). > 0, "
+        "<= 7 days.",
+    )
+    close_timeout: float = _option(
+        5.0,
+        _SECONDS,
+        "Seconds allowed for the closing handshake before the socket is dropped. > 0, <= 7 days.",
+    )
+    queue_size: int = _option(
+        1000,
+        _integer(minimum=1, maximum=_MAX_QUEUE_SIZE),
+        "Capacity of the inbox between the engine and the consumer, in messages. An "
+        "integer from 1 to 10 000 000.",
+    )
+    queue_overflow: str = _option(
+        "block",
+        _choice("block", "drop_oldest"),
+        "When the inbox is full: ``block`` (back-pressure: the engine stops reading, "
+        "nothing is lost) or ``drop_oldest`` (the oldest queued message is dropped and "
+        "counted).",
+    )
+    max_message_size: int = _option(
+        16 * 1024 * 1024,
+        _integer(minimum=1, maximum=_MAX_MESSAGE_SIZE),
+        "Largest accepted message in bytes (default 16 MiB), after decompression; larger "
+        "closes with 1009. An integer from 1 to 2**31.",
+    )
+    max_connection_age: float | None = _option(
+        None,
+        _or_none(_SECONDS),
+        "Seconds after which a connection is rotated proactively (reason "
+        "``CONNECTION_LIMIT``), before a platform limit such as 24 h. > 0, <= 7 days, or "
+        "``null``/``None`` (never).",
+    )
+    max_send_rate: float | None = _option(
+        None,
+        _or_none(_send_rate, "no limit"),
+        "Most outgoing control messages (subscriptions, ``subscribe``) per second. > 0, "
+        "<= 1 000 000, or ``null``/``None`` (no limit).",
+    )
+    decode: str | Callable[[str | bytes], Any] | None = _option(
+        "json",
+        _decode,
+        "``json``: text frames are parsed as JSON (a text frame that is not JSON is "
+        "delivered as ``str``); ``bytes``: every message as ``bytes``; ``null``/``None``: "
+        "``str`` for text, ``bytes`` for binary; or (keyword only) a callable "
+        "``(str | bytes) -> Any``.",
+    )
+    headers: tuple[tuple[str, str], ...] = _option(
+        (),
+        check_headers,
+        "Extra HTTP headers of the opening handshake: a mapping name -> value, or a list "
+        "of ``[name, value]`` pairs (a list allows a repeated name, except ``Host``, "
+        "``Origin`` and ``Cookie``). Names are HTTP tokens, values are strings without "
+        "CR/LF. Headers the handshake itself manages (``Upgrade``, ``Connection``, "
+        "``Sec-WebSocket-*``) are refused: use ``subprotocols`` and ``compression``. Error "
+        "messages never print header values (they may be secrets).",
+    )
+    subprotocols: tuple[str, ...] = _option(
+        (),
+        check_subprotocols,
+        "Subprotocols offered in ``Sec-WebSocket-Protocol``, in order of preference: a "
+        "list of HTTP tokens.",
+    )
+    ssl: SSLContext | None = _option(
+        None,
+        _or_none(_ssl_context),
+        "An ``ssl.SSLContext`` for ``wss://``; ``None`` uses the system's default trust store.",
+        keyword_only=True,
+    )
+    proxy: str | None = _option(
+        None,
+        check_proxy,
+        "``http://[user:pass@]host[:port]`` (an HTTP CONNECT tunnel), ``socks4://``, "
+        "``socks4a://``, ``socks5://`` or ``socks5h://`` (need the ``python-socks`` "
+        "package); ``None``: direct connection. ``https://`` (TLS to the proxy) is "
+        "refused: the handshake library only opens plain CONNECT tunnels; a ``wss://`` "
+        "connection through an ``http://`` proxy is still encrypted end to end.",
+    )
+    compression: str | None = _option(
+        "deflate",
+        _or_none(_choice("deflate")),
+        "``deflate``: offer permessage-deflate (RFC 7692); ``null``/``None``: do not offer it.",
+    )
+    on_connect: Callable[[], None] | None = _option(
+        None, _CALLBACK, "``on_connect()``, run on the engine thread.", keyword_only=True
+    )
+    on_disconnect: Callable[[DisconnectReason], None] | None = _option(
+        None,
+        _CALLBACK,
+        "``on_disconnect(reason)``, run on the engine thread.",
+        keyword_only=True,
+    )
+    on_message: Callable[[Any], None] | None = _option(
+        None, _CALLBACK, "``on_message(message)``, run on the engine thread.", keyword_only=True
+    )
+    on_error: Callable[[BaseException], None] | None = _option(
+        None, _CALLBACK, "``on_error(exception)``, run on the engine thread.", keyword_only=True
+    )
+    handover: bool | None = _option(
+        None,
+        _or_none(_bool),
+        "Make-before-break rotation: for a proactive rotation (``max_connection_age``, "
+        "``schedule_reconnect``, ``should_handover``) the engine opens and subscribes the "
+        "new connection while the old one still streams, switches once the new stream has "
+        "caught up (duplicates of the overlap dropped by ``dedupe_key``) and then closes "
+        "the old one. ``true`` requires ``dedupe_key``; ``null``/``None``: on exactly when "
+        "``dedupe_key`` is given; ``false``: off.",
+    )
+    dedupe_key: Callable[[Any], Hashable | None] | None = _option(
+        None,
+        _CALLBACK,
+        "``(message) -> hashable | None``: the identity of a message (e.g. a trade id) "
+        "used to drop the overlap's duplicates during a handover. ``None`` keys are never "
+        "dropped.",
+        keyword_only=True,
+    )
+    should_handover: Callable[[Any], bool] | None = _option(
+        None,
+        _CALLBACK,
+        "``(message) -> bool``, called for every incoming message: True starts a handover "
+        "now (e.g. on a server's announced shutdown). Needs ``handover`` on.",
+        keyword_only=True,
+    )
+    before_connect: Callable[[], None] | None = _option(
+        None,
+        _CALLBACK,
+        "``() -> None``, called on the engine thread before every connection attempt (may "
+        "sleep briefly, e.g. to pace attempts under an exchange's limit).",
+        keyword_only=True,
+    )
     source: str | None = None
 
     def __post_init__(self) -> None:
-        try:
-            _check_url(self.url)
-        except _Invalid as exc:
-            raise ValueError(f"Settings.url: {exc}") from None
+        self._check_field("url", check_url)
         for name, check in _VALIDATORS.items():
-            try:
-                normalised = check(getattr(self, name))
-            except _Invalid as exc:
-                raise ValueError(f"Settings.{name}: {exc}") from None
-            object.__setattr__(self, name, normalised)
+            self._check_field(name, check)
         if self.source is not None and not isinstance(self.source, str):
             raise ValueError(f"Settings.source: expected a str or None, got {_show(self.source)}")
         if self.handover and self.dedupe_key is None:
@@ -616,6 +538,14 @@ class Settings:
                 f"reconnect_delay ({self.reconnect_delay!r})"
             )
 
+    def _check_field(self, name: str, check: Callable[[Any], Any]) -> None:
+        """Replace field ``name`` by ``check(value)``; ``ValueError`` naming the field."""
+        try:
+            normalised = check(getattr(self, name))
+        except _Invalid as exc:
+            raise ValueError(f"Settings.{name}: {exc}") from None
+        object.__setattr__(self, name, normalised)
+
     def __repr__(self) -> str:
         parts = []
         for f in dataclasses.fields(self):
@@ -623,11 +553,67 @@ class Settings:
             if f.name == "headers":
                 text = repr(tuple((name, "***") for name, _ in value))
             elif f.name in ("proxy", "url") and isinstance(value, str):
-                text = repr(_redact_url(value))
+                text = repr(redact_url(value))
             else:
                 text = repr(value)
             parts.append(f"{f.name}={text}")
         return f"Settings({', '.join(parts)})"
+
+
+#: The option fields of :class:`Settings`, in declaration order (``url`` and ``source``
+#: are not options).
+_OPTION_FIELDS = tuple(f for f in dataclasses.fields(Settings) if "check" in f.metadata)
+#: Every option: name -> check returning the normalised value.
+_VALIDATORS: dict[str, Callable[[Any], Any]] = {f.name: f.metadata["check"] for f in _OPTION_FIELDS}
+#: Options that hold Python objects: keyword arguments only, never in a file or mapping.
+KEYWORD_ONLY_OPTIONS: frozenset[str] = frozenset(
+    f.name for f in _OPTION_FIELDS if f.metadata["keyword_only"]
+)
+#: Every option name accepted as a keyword argument (``url`` and ``config`` aside).
+OPTION_NAMES: frozenset[str] = frozenset(_VALIDATORS)
+#: Option names accepted in the ``websocket:`` section of the file.
+FILE_OPTIONS: frozenset[str] = OPTION_NAMES - KEYWORD_ONLY_OPTIONS
+
+
+def _show_default(value: Any) -> str:
+    """A default as the options reference spells it (YAML words for YAML values)."""
+    if value == ():
+        return "none"
+    if isinstance(value, bool):
+        return "``true``" if value else "``false``"
+    if isinstance(value, enum.Enum):
+        return f"``{value.name.lower()}``"
+    if isinstance(value, str) or value is None:
+        return f"``{value}``"
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value:_}".replace("_", " ")  # 16 777 216
+    return repr(value)
+
+
+# Spaces a line must not break at: "<= 7 days", "1 000 000", "16 MiB".
+_GLUED_SPACE = re.compile(r"(?<=[<>=\d]) (?=\d)|(?<=\d) (?=(?:days|h|s|MiB)\b)")
+
+
+def _options_reference() -> str:
+    """The options reference of the module docstring, one entry per option field."""
+    entries = []
+    for f in _OPTION_FIELDS:
+        kind = "keyword only, " if f.metadata["keyword_only"] else ""
+        head = f"``{f.name}`` ({kind}default {_show_default(f.default)})"
+        body = textwrap.fill(
+            _GLUED_SPACE.sub("\0", f.metadata["doc"]),
+            width=88,
+            initial_indent="    ",
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        entries.append(f"{head}\n{body.replace(chr(0), ' ')}")
+    return "\n".join(entries)
+
+
+if __doc__ is not None:  # None under python -OO
+    __doc__ = __doc__.replace("@OPTIONS@", _options_reference())
 
 
 # ------------------------------------------------------------------------ file loading
@@ -754,6 +740,55 @@ def _validate_section(section: Mapping[Any, Any], source: str) -> dict[str, tupl
     return result
 
 
+def _check_keywords(overrides: Mapping[str, Any]) -> None:
+    """``TypeError`` for a keyword that is not an option, with a typo suggestion."""
+    for name in overrides:
+        if name not in OPTION_NAMES:
+            hint = _suggest(name, OPTION_NAMES)
+            raise TypeError(
+                f"got an unexpected keyword argument {name!r}" + (f"; {hint}" if hint else "")
+            )
+
+
+def _config_section(
+    config: str | os.PathLike[str] | Mapping[str, Any] | None,
+) -> tuple[str | None, Mapping[Any, Any]]:
+    """``(source, section)`` of ``config``: a mapping, a path, or ``None`` (search)."""
+    if isinstance(config, Mapping):
+        inner = config.get(_SECTION, config)
+        if inner is None:
+            return "<mapping>", {}
+        if not isinstance(inner, Mapping):
+            raise ValueError(
+                f"<mapping>: '{_SECTION}' must be a mapping of options, got {_show(inner)}"
+            )
+        return "<mapping>", inner
+    if config is None or isinstance(config, (str, os.PathLike)):
+        path = find_config_file(config)
+        if path is None:
+            return None, {}
+        section = _read_section(path)
+        _log.debug("kstlib.websocket configuration read from %s", path)
+        return str(path), section
+    raise TypeError(f"config must be a path, a mapping or None, got {type(config).__name__}")
+
+
+def _check_delay_order(values: Mapping[str, tuple[Any, str]]) -> None:
+    """``reconnect_delay_max >= reconnect_delay`` across layers; the error names both origins."""
+    defaults = {f.name: f.default for f in _OPTION_FIELDS}
+    delay, delay_from = values.get(
+        "reconnect_delay", (defaults["reconnect_delay"], "built-in default")
+    )
+    cap, cap_from = values.get(
+        "reconnect_delay_max", (defaults["reconnect_delay_max"], "built-in default")
+    )
+    if cap < delay:
+        raise ValueError(
+            f"reconnect_delay_max ({cap!r}, from {cap_from}) must be >= "
+            f"reconnect_delay ({delay!r}, from {delay_from}); raise reconnect_delay_max too"
+        )
+
+
 def load_settings(
     url: str,
     *,
@@ -774,40 +809,12 @@ def load_settings(
         TypeError: an override that is not an option (like Python's own error for an
             unexpected keyword argument), or a ``config`` of an unsupported type.
     """
-    for name in overrides:
-        if name not in OPTION_NAMES:
-            hint = _suggest(name, OPTION_NAMES)
-            raise TypeError(
-                f"got an unexpected keyword argument {name!r}" + (f"; {hint}" if hint else "")
-            )
+    _check_keywords(overrides)
     try:
-        _check_url(url)
+        check_url(url)
     except _Invalid as exc:
         raise ValueError(f"url: {exc}") from None
-
-    source: str | None
-    section: Mapping[Any, Any]
-    if isinstance(config, Mapping):
-        source = "<mapping>"
-        inner = config.get(_SECTION, config)
-        if inner is None:
-            inner = {}
-        if not isinstance(inner, Mapping):
-            raise ValueError(
-                f"{source}: '{_SECTION}' must be a mapping of options, got {_show(inner)}"
-            )
-        section = inner
-    elif config is None or isinstance(config, (str, os.PathLike)):
-        path = find_config_file(config)
-        if path is None:
-            source, section = None, {}
-        else:
-            source = str(path)
-            section = _read_section(path)
-            _log.debug("kstlib.websocket configuration read from %s", path)
-    else:
-        raise TypeError(f"config must be a path, a mapping or None, got {type(config).__name__}")
-
+    source, section = _config_section(config)
     values = _validate_section(section, source or "<mapping>")
     for name, value in overrides.items():
         where = f"keyword argument {name}"
@@ -815,18 +822,5 @@ def load_settings(
             values[name] = (_VALIDATORS[name](value), where)
         except _Invalid as exc:
             raise ValueError(f"{where}: {exc}") from None
-
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
-    delay, delay_from = values.get(
-        "reconnect_delay", (defaults["reconnect_delay"], "built-in default")
-    )
-    cap, cap_from = values.get(
-        "reconnect_delay_max", (defaults["reconnect_delay_max"], "built-in default")
-    )
-    if cap < delay:
-        raise ValueError(
-            f"reconnect_delay_max ({cap!r}, from {cap_from}) must be >= "
-            f"reconnect_delay ({delay!r}, from {delay_from}); raise reconnect_delay_max too"
-        )
-
+    _check_delay_order(values)
     return Settings(url, **{name: value for name, (value, _) in values.items()}, source=source)

@@ -40,6 +40,15 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import websocket
+from kstlib.websocket._http import (
+    PROXY_DEFAULT_PORTS,
+    SINGLE_HEADERS,
+    check_headers,
+    check_proxy,
+    check_subprotocols,
+    is_token,
+    redact_url,
+)
 from kstlib.websocket.exceptions import WebSocketConnectionError, WebSocketTimeoutError
 
 __all__ = [
@@ -57,26 +66,6 @@ _RECV_CHUNK = 256 * 1024
 #: After the close handshake the client waits this long at most (within its ``timeout``)
 #: for the server to close TCP first, as RFC 6455 section 7.1.1 recommends.
 _LINGER_AFTER_CLOSE = 1.0
-
-#: Request headers the handshake itself controls; a caller may not override them.
-_RESERVED_HEADERS = frozenset(
-    {
-        "upgrade",
-        "connection",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-    }
-)
-_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_PROXY_DEFAULT_PORTS = {
-    "http": 80,
-    "socks4": 1080,
-    "socks4a": 1080,
-    "socks5": 1080,
-    "socks5h": 1080,
-}
 
 
 @dataclass(frozen=True)
@@ -157,7 +146,7 @@ def _unquote_value(raw: str) -> str:
     raw = raw.strip()
     if len(raw) >= 2 and raw[0] == raw[-1] == '"':
         return re.sub(r"\\(.)", r"\1", raw[1:-1])
-    if not _TOKEN_RE.match(raw):
+    if not is_token(raw):
         raise ValueError(f"invalid parameter value {raw!r}")
     return raw
 
@@ -207,7 +196,7 @@ def _parse_deflate(value: str) -> DeflateParams:
             raise ValueError("empty parameter")
         key, eq, raw = item.partition("=")
         key = key.strip().lower()
-        if not _TOKEN_RE.match(key):
+        if not is_token(key):
             raise ValueError(f"invalid parameter name {key!r}")
         if key in seen:
             raise ValueError(f"duplicate parameter {key}")
@@ -245,30 +234,17 @@ def _header_options(
     """Split the caller's headers into raw header lines and websocket-client options.
 
     ``Host``, ``Origin`` and ``Cookie`` become websocket-client's ``host`` / ``origin`` /
-    ``cookie`` options (it would otherwise send its own copy as well).  Headers the
-    handshake controls raise ``ValueError``, as do names that are not HTTP tokens and
-    values containing CR, LF or NUL (header injection).
+    ``cookie`` options (it would otherwise send its own copy as well).  The headers are
+    checked by :func:`kstlib.websocket._http.check_headers` (the rules the settings
+    apply): a bad one raises ``ValueError``.
     """
     if headers is None:
         return [], {}
-    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
     lines: list[str] = []
     options: dict[str, str] = {}
-    for name, value in pairs:
-        if not isinstance(name, str) or not _TOKEN_RE.match(name):
-            raise ValueError(f"invalid header name {name!r}")
-        value = str(value)
-        if any(c in value for c in "\r\n\0"):
-            raise ValueError(f"invalid character in the value of header {name!r}")
-        lower = name.lower()
-        if lower in _RESERVED_HEADERS:
-            raise ValueError(
-                f"header {name!r} is set by the handshake (use subprotocols= / compression=)"
-            )
-        if lower in ("host", "origin", "cookie"):
-            if lower in options:
-                raise ValueError(f"header {name!r} given twice")
-            options[lower] = value.strip()
+    for name, value in check_headers(headers):
+        if name.lower() in SINGLE_HEADERS:
+            options[name.lower()] = value.strip()
         else:
             lines.append(f"{name}: {value.strip()}")
     return lines, options
@@ -279,20 +255,13 @@ def _proxy_options(proxy: str, timeout: float) -> dict[str, Any]:
 
     Schemes: ``http`` (CONNECT tunnel, port 80 by default), ``socks4``, ``socks4a``,
     ``socks5``, ``socks5h`` (``4a``/``5h`` resolve names on the proxy; port 1080 by
-    default).  SOCKS needs the ``python-socks`` package.
+    default).  SOCKS needs the ``python-socks`` package.  The URL is checked by
+    :func:`kstlib.websocket._http.check_proxy` (``ValueError``; ``https://`` is refused).
     """
+    check_proxy(proxy)
     parts = urlsplit(proxy)
     scheme = parts.scheme.lower()
-    if scheme not in _PROXY_DEFAULT_PORTS:
-        raise ValueError(
-            f"unsupported proxy scheme {parts.scheme!r} (use http, socks4, socks4a, socks5"
-            " or socks5h)"
-        )
-    if not parts.hostname:
-        raise ValueError("proxy URL has no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("proxy URL must be scheme://[user:password@]host[:port]")
-    port = parts.port or _PROXY_DEFAULT_PORTS[scheme]
+    port = parts.port or PROXY_DEFAULT_PORTS[scheme]
     if scheme != "http":
         try:
             import python_socks  # noqa: F401
@@ -310,14 +279,6 @@ def _proxy_options(proxy: str, timeout: float) -> dict[str, Any]:
     if parts.username is not None:
         options["http_proxy_auth"] = (unquote(parts.username), unquote(parts.password or ""))
     return options
-
-
-def _redact(proxy: str) -> str:
-    parts = urlsplit(proxy)
-    if parts.password is None:
-        return proxy
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{unquote(parts.username or '')}:***@{netloc}"
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -355,17 +316,20 @@ def open_connection(
     * ``timeout`` (seconds) bounds each step: TCP connect, proxy negotiation, TLS
       handshake, and each read of the response.  A step that times out raises
       :class:`~kstlib.websocket.exceptions.WebSocketTimeoutError` ``("connect")``.
-    * ``headers``: extra request headers (mapping or ``(name, value)`` pairs).
-      ``Host``/``Origin``/``Cookie`` replace the defaults; the handshake's own headers
-      (``Upgrade``, ``Connection``, ``Sec-WebSocket-*``) are refused with ``ValueError``.
-    * ``subprotocols``: offered in order; the server must pick one of them (or none);
-      answering with a subprotocol that was not offered fails the connection.
+    * ``headers``: extra request headers (mapping, or list or tuple of ``(name, value)``
+      pairs; ``str`` values). ``Host``/``Origin``/``Cookie`` (at most once each) replace
+      the defaults; the handshake's own headers (``Upgrade``, ``Connection``,
+      ``Sec-WebSocket-*``) are refused with ``ValueError``.
+    * ``subprotocols``: a list or tuple of HTTP tokens, offered in order; the server must
+      pick one of them (or none); answering with one that was not offered fails the
+      connection.
     * ``ssl_context``: used as given for ``wss://``; by default
       :func:`ssl.create_default_context` (system trust store, host name checked).
     * ``proxy``: ``http://[user:pass@]host[:port]`` (CONNECT),
-      ``socks4://``, ``socks4a://``, ``socks5://``, ``socks5h://`` (needs ``python-socks``).
-      With ``proxy=None`` websocket-client honours the ``http_proxy`` / ``https_proxy`` /
-      ``no_proxy`` environment variables.
+      ``socks4://``, ``socks4a://``, ``socks5://``, ``socks5h://`` (needs ``python-socks``);
+      ``https://`` (TLS to the proxy) raises ``ValueError``.  With ``proxy=None``
+      websocket-client honours the ``http_proxy`` / ``https_proxy`` / ``no_proxy``
+      environment variables.
     * ``compression``: offer permessage-deflate (:func:`build_deflate_offer`) and accept
       the server's parameters (:func:`parse_deflate_response`).
     * ``on_cancel``: receives a callable (any thread may call it) that aborts this
@@ -383,10 +347,7 @@ def open_connection(
     raise ``ValueError``; a SOCKS proxy without ``python-socks`` raises ``ImportError``.
     """
     header_lines, header_opts = _header_options(headers)
-    offered = [str(p) for p in subprotocols]
-    for proto in offered:
-        if not _TOKEN_RE.match(proto):
-            raise ValueError(f"invalid subprotocol {proto!r}")
+    offered = list(check_subprotocols(subprotocols))
     options: dict[str, Any] = dict(header_opts)
     if proxy is not None:
         options.update(_proxy_options(proxy, timeout))
@@ -396,7 +357,7 @@ def open_connection(
         options["subprotocols"] = offered
     options["header"] = header_lines
     context = ssl_context if ssl_context is not None else ssl.create_default_context()
-    where = f"{url} via proxy {_redact(proxy)}" if proxy is not None else url
+    where = redact_url(url) + (f" via proxy {redact_url(proxy)}" if proxy is not None else "")
 
     ws = websocket.WebSocket(
         sslopt={"context": context}, enable_multithread=False, skip_utf8_validation=True
