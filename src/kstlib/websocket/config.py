@@ -359,10 +359,12 @@ class Settings:
     connect_attempts: int | None = _option(
         3,
         _or_none(_integer(minimum=1, maximum=_MAX_ATTEMPTS), "same as max_reconnect_attempts"),
-        "Attempts of the first ``connect()`` (before any connection succeeded) before it "
-        "raises ``WebSocketConnectionError``; later reconnects use "
-        "``max_reconnect_attempts``. An integer from 1 to 1 000 000, or ``null``/``None``: "
-        "the same limit as ``max_reconnect_attempts``.",
+        "Attempts a ``connect()`` makes (the first connection after a start, before any "
+        "succeeded) before it raises ``WebSocketConnectionError``, never more than "
+        "``max_reconnect_attempts``; reconnects after a loss use "
+        "``max_reconnect_attempts``. The default gives up on a refused port within about "
+        "3 s; each retry's log line says when it will give up. An integer from 1 to "
+        "1 000 000, or ``null``/``None``: as many as ``max_reconnect_attempts``.",
     )
     reconnect_delay: float = _option(
         1.0, _seconds(zero_ok=True), "Base reconnect delay in seconds. >= 0, <= 7 days."
@@ -482,6 +484,17 @@ class Settings:
     )
     on_message: Callable[[Any], None] | None = _option(
         None, _CALLBACK, "``on_message(message)``, run on the engine thread.", keyword_only=True
+    )
+    on_batch: Callable[[list[Any]], list[Any]] | None = _option(
+        None,
+        _CALLBACK,
+        "``on_batch(batch) -> batch``, run on the engine thread with each batch of "
+        "messages (one per socket read, after ``decode`` and the handover's de-duplication) "
+        "and with each gap marker (as a batch of one), in order, before they are queued or "
+        "passed to ``on_message``; what it returns is queued (it may drop, replace or "
+        "forward items). It may block to apply back-pressure: that time is credited to the "
+        "ping deadlines. If it raises, the batch is queued unchanged and the error counted.",
+        keyword_only=True,
     )
     on_error: Callable[[BaseException], None] | None = _option(
         None, _CALLBACK, "``on_error(exception)``, run on the engine thread.", keyword_only=True

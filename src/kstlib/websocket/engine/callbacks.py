@@ -33,11 +33,15 @@ class Callbacks:
         try:
             return fn(*args)
         except Exception as exc:
-            self._counters.add("callback_errors")
-            log.exception("callback %s raised", name)
-            if name != "on_error":
-                self.call("on_error", self._on_error(), exc)
+            self.failed(name, exc)
             return None
+
+    def failed(self, name: str, exc: Exception) -> None:
+        """Book a callback's exception: log, count, and pass it to ``on_error``."""
+        self._counters.add("callback_errors")
+        log.error("callback %s raised", name, exc_info=exc)
+        if name != "on_error":
+            self.call("on_error", self._on_error(), exc)
 
     def report(self, exc: BaseException) -> None:
         """Tell ``on_error`` about an error the engine handled."""

@@ -7,9 +7,12 @@ One batch per socket read travels this way (never one message at a time):
 2. just after a handover, messages the old connection already delivered are dropped
    (keys remembered for :data:`DEDUPE_WINDOW` seconds, counted in ``duplicates_dropped``);
 3. ``should_handover(msg)`` is asked for each message when handover is on;
-4. ``on_message`` gets each message, or else the batch goes to the inbox, waiting for room
-   under ``queue_overflow="block"`` (that wait is returned, so the keepalive timers can be
-   credited with it) until a stop is asked.
+4. ``on_batch(batch)``, if set, returns what goes on (gap markers pass through it too);
+5. ``on_message`` gets each message, or else the batch goes to the inbox, waiting for room
+   under ``queue_overflow="block"`` until a stop is asked.
+
+The time spent in steps 4 and 5 is returned, so the keepalive timers can be credited
+with it (the pong may be waiting unread meanwhile).
 
 Thread-safety: the engine thread only (and the thread of a closing handshake).
 """
@@ -85,9 +88,14 @@ class Delivery:
     # ------------------------------------------------------------------ markers
 
     def marker(self, event: Connected | Disconnected) -> None:
-        """Queue a gap marker (past the bound: it is never dropped), when enabled."""
-        if self.markers:
-            self.inbox.put_batch([event], force=True)
+        """Pass a gap marker through ``on_batch`` and queue it (past the bound: it is
+        never dropped) when markers are enabled."""
+        batch: list[Any] = [event]
+        on_batch = self._settings().on_batch
+        if on_batch is not None:
+            batch = self._call_on_batch(on_batch, batch)
+        if self.markers and batch:
+            self.inbox.put_batch(batch, force=True)
 
     def dedupe_after_handover(self, seen: RecentKeys) -> None:
         """Drop new messages whose key is in ``seen`` for :data:`DEDUPE_WINDOW` seconds."""
@@ -102,12 +110,23 @@ class Delivery:
         ``force`` queues past the bound without waiting (the connection is ending)."""
         s = self._settings()
         msgs = self._prepare(s, msgs)
+        if s.on_batch is None and s.on_message is None:  # the hot path: straight to the inbox
+            return self._queue(msgs, force)
+        started = self._clock.monotonic()
+        if s.on_batch is not None:
+            msgs = self._call_on_batch(s.on_batch, msgs)
         if s.on_message is not None:
-            return self._call_on_message(s.on_message, msgs)
-        if force:
-            self.inbox.put_batch(msgs, force=True)
-            return 0.0
-        return self._queue(msgs)
+            self._call_on_message(s.on_message, msgs)
+        else:
+            self._queue(msgs, force)
+        return self._clock.monotonic() - started
+
+    def _call_on_batch(self, on_batch: Callable[[list[Any]], list[Any]], msgs: list[Any]) -> Any:
+        try:
+            return on_batch(msgs)
+        except Exception as exc:
+            self._callbacks.failed("on_batch", exc)
+            return msgs
 
     def _prepare(self, s: Settings, msgs: list[Any]) -> list[Any]:
         fn = s.decode if callable(s.decode) else None
@@ -122,18 +141,20 @@ class Delivery:
                     self.handover_wanted = True
         return msgs
 
-    def _call_on_message(self, on_message: Callable[[Any], None], msgs: list[Any]) -> float:
+    def _call_on_message(self, on_message: Callable[[Any], None], msgs: list[Any]) -> None:
         # A stop request ends the calls; the rest of the batch stays readable in stream().
-        started = self._clock.monotonic()
         for i, m in enumerate(msgs):
             if self._mailbox.stop is not None:
                 self.inbox.put_batch(msgs[i:], force=True)
-                break
+                return
             self._callbacks.call("on_message", on_message, m)
-        return self._clock.monotonic() - started
 
-    def _queue(self, msgs: list[Any]) -> float:
+    def _queue(self, msgs: list[Any], force: bool = False) -> float:
+        """Queue ``msgs``; returns the seconds spent waiting for room."""
         inbox = self.inbox
+        if force:
+            inbox.put_batch(msgs, force=True)
+            return 0.0
         blocking = inbox.overflow == "block"
         queued = inbox.put_batch(msgs, timeout=0.0 if blocking else None)
         if queued == len(msgs):
@@ -152,7 +173,8 @@ class Delivery:
         ``on_message``) everything is kept, past the bound; for a disconnect the engine
         recovers from, the bound holds: wait for room until ``deadline`` and count what
         still does not fit as dropped, so repeated disconnects cannot grow the queue."""
-        if self._mailbox.stop is not None or self._settings().on_message is not None:
+        s = self._settings()
+        if self._mailbox.stop is not None or s.on_message is not None or s.on_batch is not None:
             self.deliver(msgs, force=True)
             return
         inbox = self.inbox
