@@ -7,10 +7,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, frame
 
 from kstlib.websocket.protocol import ClientProtocol, ProtocolState
-
-from frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, frame
 
 
 def make(codec: ModuleType) -> ClientProtocol:
