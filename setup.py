@@ -1,5 +1,10 @@
 """Build the C++ codec ``kstlib.websocket._speedups`` (pybind11, zlib), optimised.
 
+The extension is optional: when it cannot be built (no C++ compiler, no zlib headers...)
+the package installs anyway and ``kstlib.websocket.codec`` falls back to the pure-Python
+codec with one warning at import. Set ``KSTLIB_WS_REQUIRE_EXTENSION=1`` to make a failed
+build fail the install instead (CI does, so a broken build cannot pass unnoticed).
+
 Set ``KSTLIB_WS_SANITIZE=1`` to build with AddressSanitizer + UndefinedBehaviorSanitizer
 (see ``scripts/sanitize.sh``).
 """
@@ -7,10 +12,12 @@ Set ``KSTLIB_WS_SANITIZE=1`` to build with AddressSanitizer + UndefinedBehaviorS
 from __future__ import annotations
 
 import os
+import sys
 from glob import glob
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
+from setuptools.errors import CCompilerError, ExecError, PlatformError
 
 compile_args = ["-O3", "-Wall", "-Wextra", "-fvisibility=hidden"]
 link_args: list[str] = []
@@ -29,6 +36,7 @@ ext_modules = [
     Pybind11Extension(
         "kstlib.websocket._speedups",
         sorted(glob("csrc/*.cpp")),
+        depends=sorted(glob("csrc/*.hpp")),  # a changed header rebuilds the extension
         include_dirs=["csrc"],
         cxx_std=17,
         extra_compile_args=compile_args,
@@ -37,4 +45,29 @@ ext_modules = [
     )
 ]
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": build_ext})
+# What a missing or broken compiler / linker raises while building an extension.
+BUILD_ERRORS = (CCompilerError, ExecError, PlatformError)
+
+
+class OptionalBuildExt(build_ext):
+    """``build_ext`` that skips the C++ codec, with a message, when it cannot be built.
+
+    With ``KSTLIB_WS_REQUIRE_EXTENSION=1`` a build error propagates and the install fails.
+    """
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except BUILD_ERRORS as exc:
+            if os.environ.get("KSTLIB_WS_REQUIRE_EXTENSION") == "1":
+                raise
+            print(
+                f"\n*** kstlib-websocket: the C++ codec could not be built: {exc}\n"
+                "*** Installed without it: the slower pure-Python codec will be used. To build"
+                " it, install a C++ compiler and the zlib headers (Debian: g++ zlib1g-dev) and"
+                " reinstall; KSTLIB_WS_REQUIRE_EXTENSION=1 makes this an error.\n",
+                file=sys.stderr,
+            )
+
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})

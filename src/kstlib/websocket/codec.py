@@ -76,6 +76,7 @@ a time (the engine's reader owns the parser; the encoder is used under the write
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from types import ModuleType
@@ -93,10 +94,14 @@ def load(pure_python: bool | None = None) -> tuple[ModuleType, str]:
         pure_python = os.environ.get("KSTLIB_WS_PURE_PYTHON", "") not in ("", "0")
     if not pure_python:
         try:
-            from kstlib.websocket import _speedups  # type: ignore[attr-defined,unused-ignore]
+            from kstlib.websocket import _speedups
         except ImportError as exc:
+            if importlib.util.find_spec("kstlib.websocket._speedups") is None:
+                why = "not installed (building it needs a C++ compiler and the zlib headers)"
+            else:
+                why = "does not import: " + " ".join(str(exc).split())  # one line
             warnings.warn(
-                f"kstlib.websocket: C++ codec unavailable ({exc}); using the pure-Python codec",
+                f"kstlib.websocket: C++ codec {why}; using the slower pure-Python codec",
                 RuntimeWarning,
                 stacklevel=2,
             )
