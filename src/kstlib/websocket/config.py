@@ -497,7 +497,13 @@ class Settings:
         keyword_only=True,
     )
     on_error: Callable[[BaseException], None] | None = _option(
-        None, _CALLBACK, "``on_error(exception)``, run on the engine thread.", keyword_only=True
+        None,
+        _CALLBACK,
+        "``on_error(exception)``, run on the engine thread for each error the engine "
+        "handles (a failed attempt, a protocol violation, a callback that raised). When "
+        "the engine gives up, the error that ``connect()`` / ``stream()`` raise is passed "
+        "last, once ``is_dead`` is True.",
+        keyword_only=True,
     )
     handover: bool | None = _option(
         None,

@@ -234,6 +234,9 @@ class Engine:
                     rt.state.terminal_error = exc
         finally:
             self._teardown()
+        error = rt.state.terminal_error
+        if error is not None:  # the end, reported last: is_dead is True by now
+            rt.callbacks.report(error)
 
     def _teardown(self) -> None:
         rt = self._rt
