@@ -346,9 +346,43 @@ def open_connection(
     chained, after closing the socket.  Invalid arguments (bad header, bad proxy URL)
     raise ``ValueError``; a SOCKS proxy without ``python-socks`` raises ``ImportError``.
     """
-    header_lines, header_opts = _header_options(headers)
     offered = list(check_subprotocols(subprotocols))
-    options: dict[str, Any] = dict(header_opts)
+    options = _connect_options(headers, offered, proxy, timeout, compression)
+    where = redact_url(url) + (f" via proxy {redact_url(proxy)}" if proxy is not None else "")
+    context = ssl_context if ssl_context is not None else ssl.create_default_context()
+    sock, response = _upgrade(url, timeout, options, context, where, on_cancel)
+    try:
+        resp_headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
+        subprotocol = _selected_subprotocol(resp_headers, offered)
+        deflate = _accepted_deflate(resp_headers, compression)
+        sock.settimeout(None)
+    except Exception as exc:
+        _close_quietly(sock)
+        raise WebSocketConnectionError(
+            f"cannot open WebSocket {where}: invalid handshake response: {exc}",
+            url=url,
+            attempts=1,
+        ) from exc
+    return Handshake(
+        sock=sock,
+        leftover=b"",
+        subprotocol=subprotocol,
+        deflate=deflate,
+        response_headers=resp_headers,
+        url=url,
+    )
+
+
+def _connect_options(
+    headers: Mapping[str, str] | Sequence[tuple[str, str]] | None,
+    offered: list[str],
+    proxy: str | None,
+    timeout: float,
+    compression: bool,
+) -> dict[str, Any]:
+    """websocket-client's ``connect`` options for our arguments."""
+    header_lines, single = _header_options(headers)
+    options: dict[str, Any] = dict(single)
     if proxy is not None:
         options.update(_proxy_options(proxy, timeout))
     if compression:
@@ -356,9 +390,18 @@ def open_connection(
     if offered:
         options["subprotocols"] = offered
     options["header"] = header_lines
-    context = ssl_context if ssl_context is not None else ssl.create_default_context()
-    where = redact_url(url) + (f" via proxy {redact_url(proxy)}" if proxy is not None else "")
+    return options
 
+
+def _upgrade(
+    url: str,
+    timeout: float,
+    options: dict[str, Any],
+    context: ssl.SSLContext,
+    where: str,
+    on_cancel: Callable[[Callable[[], None] | None], None] | None,
+) -> tuple[socket.socket, Any]:
+    """Run websocket-client's handshake; return the socket (now ours) and the response."""
     ws = websocket.WebSocket(
         sslopt={"context": context}, enable_multithread=False, skip_utf8_validation=True
     )
@@ -384,38 +427,22 @@ def open_connection(
     finally:
         if on_cancel is not None:
             on_cancel(None)
-    sock = ws.sock
+    sock, response = ws.sock, ws.handshake_response
     ws.sock = None  # websocket-client no longer owns the socket: it never closes it now
     ws.connected = False
-    response = ws.handshake_response
     if sock is None or response is None:  # pragma: no cover - websocket-client contract
         _close_quietly(sock)
         raise WebSocketConnectionError(f"cannot open WebSocket {url}: no socket", url=url)
-    try:
-        resp_headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
-        subprotocol = _selected_subprotocol(resp_headers, offered)
-        deflate: DeflateParams | None = None
-        ext = resp_headers.get("sec-websocket-extensions")
-        if ext is not None and ext.strip():
-            if not compression:
-                raise ValueError(f"server accepted extensions we did not offer: {ext!r}")
-            deflate = _parse_deflate(ext)
-        sock.settimeout(None)
-    except Exception as exc:
-        _close_quietly(sock)
-        raise WebSocketConnectionError(
-            f"cannot open WebSocket {where}: invalid handshake response: {exc}",
-            url=url,
-            attempts=1,
-        ) from exc
-    return Handshake(
-        sock=sock,
-        leftover=b"",
-        subprotocol=subprotocol,
-        deflate=deflate,
-        response_headers=resp_headers,
-        url=url,
-    )
+    return sock, response
+
+
+def _accepted_deflate(headers: Mapping[str, str], offered: bool) -> DeflateParams | None:
+    ext = headers.get("sec-websocket-extensions")
+    if ext is None or not ext.strip():
+        return None
+    if not offered:
+        raise ValueError(f"server accepted extensions we did not offer: {ext!r}")
+    return _parse_deflate(ext)
 
 
 def _describe(exc: BaseException) -> str:
