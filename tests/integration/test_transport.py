@@ -786,64 +786,6 @@ def _close_frame(code: int, reason: bytes = b"") -> bytes:
     return server_frame(0x8, struct.pack("!H", code) + reason)
 
 
-def test_close_handshake_returns_peer_close(serve: Callable[..., RawServer]) -> None:
-    codec = codec_or_skip()
-    seen: list[bytes] = []
-
-    def behaviour(conn: socket.socket, headers: dict[str, str], _raw: bytes) -> None:
-        conn.sendall(response_101(headers))
-        # Read the client's close frame (masked, 2+4+len), then answer with data + close.
-        hdr = recv_exactly(conn, 2)
-        length = hdr[1] & 0x7F
-        body = recv_exactly(conn, 4 + length)
-        mask, payload = body[:4], body[4:]
-        seen.append(bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-        conn.sendall(server_frame(0x1, b"late data") + _close_frame(1000, b"bye"))
-
-    srv = serve(behaviour)
-    hs = open_connection(srv.url, timeout=WAIT, compression=False)
-    parser, encoder = transport.make_codec(hs, max_message_size=1 << 20, mode=codec.MODE_TEXT)
-    result = transport.close_connection(
-        hs.sock, encoder, parser, code=1001, reason="going", timeout=WAIT
-    )
-    assert result == (1000, "bye")
-    assert hs.sock.fileno() == -1
-    srv.wait_handled(1)
-    assert seen == [struct.pack("!H", 1001) + b"going"]
-
-
-def test_close_on_dead_peer_never_raises(serve: Callable[..., RawServer]) -> None:
-    codec = codec_or_skip()
-
-    def behaviour(conn: socket.socket, headers: dict[str, str], _raw: bytes) -> None:
-        conn.sendall(response_101(headers))
-        conn.shutdown(socket.SHUT_RDWR)
-
-    srv = serve(behaviour)
-    hs = open_connection(srv.url, timeout=WAIT, compression=False)
-    srv.wait_handled(1)
-    parser, encoder = transport.make_codec(hs, max_message_size=1 << 20, mode=codec.MODE_TEXT)
-    assert transport.close_connection(hs.sock, encoder, parser, timeout=WAIT) is None
-    assert hs.sock.fileno() == -1
-    # Closing an already-closed socket is harmless too.
-    assert transport.close_connection(hs.sock, encoder, parser, timeout=WAIT) is None
-
-
-def test_close_on_silent_peer_gives_up_after_timeout(serve: Callable[..., RawServer]) -> None:
-    codec = codec_or_skip()
-
-    def behaviour(conn: socket.socket, headers: dict[str, str], _raw: bytes) -> None:
-        conn.sendall(response_101(headers))
-        drain_until_eof(conn)
-
-    srv = serve(behaviour)
-    hs = open_connection(srv.url, timeout=WAIT, compression=False)
-    parser, encoder = transport.make_codec(hs, max_message_size=1 << 20, mode=codec.MODE_TEXT)
-    assert transport.close_connection(hs.sock, encoder, parser, timeout=0.2) is None
-    assert hs.sock.fileno() == -1
-    srv.wait_handled(1)  # the server saw EOF: the socket really was shut down
-
-
 def test_on_cancel_aborts_a_stuck_handshake(serve: Callable[..., RawServer]) -> None:
     got_request = threading.Event()
 

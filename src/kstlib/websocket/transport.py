@@ -1,4 +1,4 @@
-"""Opening and closing a WebSocket connection; the raw socket in between belongs to the codec.
+"""Opening a WebSocket connection; the raw socket after it belongs to the engine and codec.
 
 The opening handshake is done by `websocket-client`_ (TCP, TLS, HTTP and SOCKS proxies, the
 HTTP Upgrade request and the ``Sec-WebSocket-Accept`` check).  As soon as the ``101``
@@ -18,7 +18,6 @@ Public API::
     hs = open_connection(url, timeout=10.0, compression=True)
     parser, encoder = make_codec(hs, max_message_size=16 << 20, mode=codec.MODE_TEXT)
     parser.feed(hs.leftover); ...  hs.sock.recv() / hs.sock.sendall(encoder.encode(...))
-    close_connection(hs.sock, encoder, parser, code=1000, timeout=5.0)
 
 Thread-safety: the functions keep no shared state and may be called from any thread; a
 :class:`Handshake`'s socket is then owned by its caller (the engine's single reader, and
@@ -33,7 +32,6 @@ import contextlib
 import re
 import socket
 import ssl
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,17 +53,10 @@ __all__ = [
     "DeflateParams",
     "Handshake",
     "build_deflate_offer",
-    "close_connection",
     "make_codec",
     "open_connection",
     "parse_deflate_response",
 ]
-
-_OP_CLOSE = 0x8  # RFC 6455 opcode, identical in both codecs
-_RECV_CHUNK = 256 * 1024
-#: After the close handshake the client waits this long at most (within its ``timeout``)
-#: for the server to close TCP first, as RFC 6455 section 7.1.1 recommends.
-_LINGER_AFTER_CLOSE = 1.0
 
 
 @dataclass(frozen=True)
@@ -88,11 +79,11 @@ class Handshake:
 
     ``sock`` is a connected :class:`socket.socket` (or :class:`ssl.SSLSocket` for
     ``wss://``) in blocking mode with no timeout; the caller owns it and must close it
-    (see :func:`close_connection`).  ``leftover`` holds bytes already read past the ``101``
-    response (feed them to the parser before reading the socket).  ``subprotocol`` is the
-    one the server selected among those offered (spelled as offered), ``deflate`` the
-    negotiated permessage-deflate parameters or None, ``response_headers`` the response
-    headers with lower-cased names (a repeated header keeps its last value).
+    (the engine does, in :mod:`kstlib.websocket.engine.closing`).  ``leftover`` holds
+    bytes already read past the ``101`` response (feed them to the parser before reading
+    the socket).  ``subprotocol`` is the one the server selected among those offered
+    (spelled as offered), ``deflate`` the negotiated permessage-deflate parameters or
+    None, ``response_headers`` the response headers with lower-cased names (a repeated header keeps its last value).
     """
 
     sock: socket.socket
@@ -496,93 +487,3 @@ def make_codec(
         fragment_size=fragment_size,
     )
     return parser, encoder
-
-
-# --------------------------------------------------------------------------- close
-
-
-def _decode_close(payload: bytes) -> tuple[int | None, str]:
-    if len(payload) < 2:
-        return None, ""
-    return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8", "replace")
-
-
-def close_connection(
-    sock: socket.socket,
-    encoder: Any,
-    parser: Any,
-    *,
-    code: int | None = 1000,
-    reason: str = "",
-    timeout: float,
-) -> tuple[int | None, str] | None:
-    """Run the closing handshake on ``sock``, then shut it down and close it.
-
-    Sends a close frame (``code``/``reason``; an empty close payload when ``code`` is
-    None), then reads until the peer's close frame arrives, feeding the bytes to
-    ``parser`` and discarding data messages and pings, for at most ``timeout`` seconds in
-    total.  After the peer's close it waits (still within ``timeout``, and at most
-    ``_LINGER_AFTER_CLOSE`` seconds) for the server to close TCP first (RFC 6455 7.1.1),
-    then shuts the socket down and closes it.
-
-    Returns the peer's ``(code, reason)`` (``(None, "")`` for an empty close payload), or
-    None when no close frame came back (timeout, EOF, reset, protocol error) or when the
-    parser had already seen the peer's close (``parser.closed``: the caller has it).
-    Never raises for a dead or misbehaving peer; a ``code``/``reason`` the encoder refuses
-    raises ``ValueError`` after the socket has been closed.  The socket must not be used
-    by another thread meanwhile.
-    """
-    deadline = time.monotonic() + max(0.0, timeout)
-    result: tuple[int | None, str] | None = None
-    try:
-        frame = encoder.encode_close(code, reason)
-        try:
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-            sock.sendall(frame)
-        except OSError:
-            return None
-        if getattr(parser, "closed", False) or getattr(parser, "failed", False):
-            return None
-        result = _await_close(sock, parser, deadline)
-        if result is not None:
-            _await_eof(sock, min(deadline, time.monotonic() + _LINGER_AFTER_CLOSE))
-        return result
-    finally:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        _close_quietly(sock)
-
-
-def _await_close(
-    sock: socket.socket, parser: Any, deadline: float
-) -> tuple[int | None, str] | None:
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        try:
-            sock.settimeout(remaining)
-            data = sock.recv(_RECV_CHUNK)
-        except (OSError, ValueError):
-            return None
-        if not data:
-            return None
-        _messages, controls, error = parser.feed(data)
-        for opcode, payload in controls:
-            if opcode == _OP_CLOSE:
-                return _decode_close(bytes(payload))
-        if error is not None:
-            return None
-
-
-def _await_eof(sock: socket.socket, deadline: float) -> None:
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        try:
-            sock.settimeout(remaining)
-            if not sock.recv(_RECV_CHUNK):
-                return
-        except (OSError, ValueError):
-            return
