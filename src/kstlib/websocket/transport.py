@@ -83,7 +83,8 @@ class Handshake:
     bytes already read past the ``101`` response (feed them to the parser before reading
     the socket).  ``subprotocol`` is the one the server selected among those offered
     (spelled as offered), ``deflate`` the negotiated permessage-deflate parameters or
-    None, ``response_headers`` the response headers with lower-cased names (a repeated header keeps its last value).
+    None, ``response_headers`` the response headers with lower-cased names (a repeated
+    header keeps its last value).
     """
 
     sock: socket.socket
