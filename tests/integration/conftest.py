@@ -1,16 +1,7 @@
-"""Fixtures shared by the integration tests."""
+"""Fixtures of the integration tests (``sim`` is in the suite's root conftest)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from rawserver import serve
 
-import pytest
-
-from kstlib.websocket.testing import ExchangeSimulator
-
-
-@pytest.fixture
-def sim() -> Iterator[ExchangeSimulator]:
-    """A running simulator with a steady 200 events/s per stream, stopped after the test."""
-    with ExchangeSimulator(event_rate=200) as s:
-        yield s
+__all__ = ["serve"]  # the hand-written server fixture, for every integration test

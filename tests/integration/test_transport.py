@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import hashlib
 import ipaddress
 import os
 import select
@@ -16,7 +15,7 @@ import socket
 import ssl
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,147 +24,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from rawserver import (
+    WAIT,
+    Behaviour,
+    RawServer,
+    accept_key,
+    drain_until_eof,
+    parse_head,
+    read_head,
+    response_101,
+    server_frame,
+)
 
 from kstlib.websocket import transport
 from kstlib.websocket.exceptions import WebSocketConnectionError, WebSocketTimeoutError
 from kstlib.websocket.transport import DeflateParams, open_connection, parse_deflate_response
-
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-WAIT = 30.0  # generous upper bound for event waits; never reached on success
-
-Behaviour = Callable[[socket.socket, dict[str, str], bytes], None]
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def server_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = False) -> bytes:
-    """An unmasked (server-to-client) frame."""
-    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", first, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", first, 126, n)
-    else:
-        header = struct.pack("!BBQ", first, 127, n)
-    return header + payload
-
-
-def accept_key(key: str) -> str:
-    return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
-
-
-def response_101(headers: dict[str, str], extra: str = "", accept: str | None = None) -> bytes:
-    acc = accept if accept is not None else accept_key(headers["sec-websocket-key"])
-    return (
-        "HTTP/1.1 101 Switching Protocols\r\n"
-        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Accept: {acc}\r\n{extra}\r\n"
-    ).encode()
-
-
-def read_head(conn: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def parse_head(raw: bytes) -> dict[str, str]:
-    lines = raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
-    out: dict[str, str] = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        out[name.strip().lower()] = value.strip()
-    return out
-
-
-def drain_until_eof(conn: socket.socket) -> bytes:
-    """Read until the client closes (or WAIT passes); return what it sent."""
-    conn.settimeout(WAIT)
-    got = b""
-    try:
-        while True:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-    except OSError:
-        pass
-    return got
-
-
-class RawServer:
-    """One-thread TCP (optionally TLS) server running ``behaviour`` per connection."""
-
-    def __init__(self, behaviour: Behaviour, tls: ssl.SSLContext | None = None) -> None:
-        self.behaviour = behaviour
-        self.tls = tls
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.05)
-        self.port = self.listener.getsockname()[1]
-        self.requests: list[bytes] = []
-        self.received: list[bytes] = []
-        self.errors: list[BaseException] = []
-        self.handled = 0
-        self.cond = threading.Condition()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/path?q=1"
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                conn.settimeout(WAIT)
-                if self.tls is not None:
-                    conn = self.tls.wrap_socket(conn, server_side=True)
-                head = read_head(conn)
-                self.requests.append(head)
-                self.behaviour(conn, parse_head(head), head)
-            except (OSError, ssl.SSLError) as exc:
-                self.errors.append(exc)
-            finally:
-                conn.close()
-                with self.cond:
-                    self.handled += 1
-                    self.cond.notify_all()
-
-    def wait_handled(self, n: int) -> None:
-        with self.cond:
-            assert self.cond.wait_for(lambda: self.handled >= n, WAIT)
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.listener.close()
-        self.thread.join(WAIT)
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., RawServer]]:
-    servers: list[RawServer] = []
-
-    def start(behaviour: Behaviour, tls: ssl.SSLContext | None = None) -> RawServer:
-        srv = RawServer(behaviour, tls)
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        srv.close()
 
 
 def make_cert(directory: Path, names: list[x509.GeneralName]) -> tuple[Path, Path]:
