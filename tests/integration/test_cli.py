@@ -161,6 +161,18 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--candle-seconds" in run_cli(["demo", "--help"]).stdout
 
 
+def test_help_prints_literal_percent_signs(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse %-formats help strings only: a description must not double its %.
+    for argv in (["--help"], ["demo", "--help"], ["stream", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        assert "%%" not in out, argv
+        if argv[0] == "demo":
+            assert "60%" in out and "40%" in out and "25%" in out, out
+    assert "60%" in run_cli(["demo", "--help"]).stdout
+
+
 def test_console_script_is_installed() -> None:
     exe = shutil.which("kstlib-ws")
     if exe is None:
@@ -430,3 +442,151 @@ def test_demo_live_status_line_on_a_terminal() -> None:
     assert "\r\x1b[K" in tty  # redrawn in place
     assert re.search(r"(CONNECTED|DISCONNECTED|CONNECTING)\s+\| [\d.]+s to candle close", tty)
     assert "WebSocketStats" in out
+
+
+# ---------------------------------------------------------------------------- demo: helpers
+
+WIDTH = 80
+
+
+def long_lines(text: str) -> list[str]:
+    """The screen lines of ``text`` (split at CR and LF, erase-line codes removed) that
+    are wider than 80 columns."""
+    pieces = re.split(r"[\r\n]", text.replace("\x1b[K", ""))
+    return [p for p in pieces if len(p) > WIDTH]
+
+
+def run_in_pty(args: Sequence[str], columns: int) -> tuple[int, str]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal ``columns`` wide; return
+    its exit status and everything it wrote."""
+    import fcntl
+    import struct
+    import termios
+
+    primary, secondary = os.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # EIO once the child closed its end
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.Popen([*CLI, *args], stdout=secondary, stderr=secondary)
+        os.close(secondary)
+        secondary = -1
+        status = proc.wait(timeout=40)
+        reader.join(10)
+    finally:
+        if secondary >= 0:
+            os.close(secondary)
+        os.close(primary)
+    return status, b"".join(chunks).decode()
+
+
+# ---------------------------------------------------------------------------- demo: handover
+
+HANDOVER_LINE = r"RECONNECTED \(connect #\d+\) after CONNECTION_LIMIT: HANDOVER #1$"
+CANDLE_RULE_LINE = r"DISCONNECTED: CALLBACK_TRIGGERED \(proactive\): should_disconnect\(\)"
+
+
+def test_demo_default_timeline_has_a_handover_within_30_seconds() -> None:
+    # The README's command, default settings: the demo's own --duration 30 ends the
+    # output, so a handover (or a candle-rule disconnect) after 30 s would leave the
+    # wait without its line.
+    with child(["demo", "--duration", "30"]) as c:
+        line = c.wait_line(HANDOVER_LINE, timeout=50)
+        if not any(re.search(CANDLE_RULE_LINE, seen) for seen in c.out.seen):
+            c.wait_line(CANDLE_RULE_LINE, timeout=50)
+        c.proc.send_signal(signal.SIGINT)
+        status, lines, stderr = c.finish()
+    assert status == 0, stderr
+    assert_clean_stderr(stderr)
+    out = "\n".join(lines)
+    # the handover is told as the old connection's disconnect, then the new connect
+    at = lines.index(line)
+    before = [seen for seen in lines[:at] if "DISCONNECTED: " in seen][-1]
+    assert re.search(r"DISCONNECTED: CONNECTION_LIMIT \(proactive\)", before), out
+    details = lines[at + 1 : at + 3]
+    assert re.search(r"make-before-break: #\d+ streamed beside #\d+", details[0]), out
+    assert re.search(r"^\s+no gap, \d+ duplicates? dropped", details[1]), out
+    # in the summary: the demo's row and the statistics
+    assert re.search(r"^\s+handovers\s+[1-9]\d* make-before-break, ", out, re.M), out
+    table = out[out.index("WebSocketStats") :]
+    assert re.search(r"^\s+handovers\s+[1-9]", table, re.M), table
+    for reason in ("CALLBACK_TRIGGERED", "CONNECTION_LIMIT"):
+        assert re.search(rf"^\s+{reason}\s+proactive\s+[1-9]", table, re.M), table
+    # nothing lost or repeated across the handovers: the trade ids follow each other
+    assert re.search(
+        r"^\s+trade ids, gaps aside\s+\d+ in sequence, 0 missing, 0 repeated$", out, re.M
+    ), out
+
+
+def test_demo_without_handover_rotates_break_before_make() -> None:
+    with child(["demo", "--candle-seconds", "2", "--no-handover"]) as c:
+        c.wait_line(r"RECONNECTED \(connect #\d+\) after CONNECTION_LIMIT$")
+        c.wait_line(r"break-before-make rotation, a gap")
+        c.proc.send_signal(signal.SIGINT)
+        status, lines, stderr = c.finish()
+    assert status == 0, stderr
+    out = "\n".join(lines)
+    assert "HANDOVER" not in out
+    assert re.search(r"^\s+handovers\s+off \(--no-handover\)", out, re.M), out
+    table = out[out.index("WebSocketStats") :]
+    assert re.search(r"^\s+handovers\s+0$", table, re.M), table
+    assert long_lines(out) == [] and long_lines(stderr) == []
+
+
+# ---------------------------------------------------------------------------- demo: 80 columns
+
+
+def test_demo_lines_fit_in_80_columns() -> None:
+    # Short candles: candle closes, disconnects, reconnects and handovers in a few
+    # seconds; 7 s includes a plain status line (printed every 5 s off a terminal).
+    args = ["demo", "--duration", "7", "--candle-seconds", "2", "--connection-limit", "0.75"]
+    result = run_cli(args, timeout=40)
+    assert result.returncode == 0, result.stderr
+    assert_clean_stderr(result.stderr)
+    assert re.search(r"\| [\d.]+s to candle close \|", result.stderr), result.stderr
+    assert "HANDOVER" in result.stdout and "CANDLE CLOSED" in result.stdout
+    assert long_lines(result.stdout) == [] and long_lines(result.stderr) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_demo_live_status_line_fits_in_80_columns_on_a_wide_terminal() -> None:
+    status, tty = run_in_pty(["demo", "--duration", "2", "--candle-seconds", "2"], columns=200)
+    assert status == 0, tty
+    assert "\r\x1b[K" in tty  # redrawn in place
+    assert re.search(r"\| [\d.]+s to candle close \| \d+ handovers? \|", tty), tty
+    assert "WebSocketStats" in tty
+    assert long_lines(tty) == []
+
+
+def test_console_fits_the_longest_lines_to_80_columns() -> None:
+    import io
+
+    from kstlib.websocket.cli.console import Console
+
+    out, err = io.StringIO(), io.StringIO()
+    huge = [f"{'RECONNECTING':<12}", "123456.7s to candle close"] + [
+        f"{10**9} field{i}" for i in range(8)
+    ]
+    plain = Console(out, err, live=False)
+    plain.event(("[123456.78s] " + "word " * 60).rstrip(), indent=" " * 13)
+    plain.event("x" * 200)
+    plain.status(huge, "[123456.78s]")
+    plain.error("kstlib-ws: error: " + "a long reason " * 20)
+    live_err = io.StringIO()
+    Console(io.StringIO(), live_err, live=True).status(huge, "")
+    for text in (out.getvalue(), err.getvalue(), live_err.getvalue()):
+        assert text and long_lines(text) == []
+    assert all(line.startswith(" " * 13) for line in out.getvalue().splitlines()[1:2])
+    assert err.getvalue().startswith("[123456.78s] RECONNECTING | 123456.7s to candle close")
