@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -108,6 +110,38 @@ def test_finish_wakes_a_blocked_consumer() -> None:
     inbox.finish(None)
     t.join(10)
     assert len(out) == 1 and isinstance(out[0], InboxFinished) and out[0].error is None
+
+
+def test_finish_wakes_every_blocked_consumer() -> None:
+    """Two threads iterating one stream, then the end: both see it (a lone notify would
+    leave one waiting forever)."""
+    inbox = Inbox(10)
+    ended: list[InboxFinished] = []
+
+    def consumer() -> None:
+        try:
+            inbox.get_batch()
+        except InboxFinished as exc:
+            ended.append(exc)
+
+    threads = [threading.Thread(target=consumer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    # both are inside Condition.wait (CPython keeps one waiter lock per waiting thread)
+    assert wait_until(lambda: len(inbox._not_empty._waiters) == 2)  # type: ignore[attr-defined]
+    inbox.finish(None)
+    for t in threads:
+        t.join(10)
+    assert len(ended) == 2 and not any(t.is_alive() for t in threads)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
 
 
 def test_extend_front_keeps_order() -> None:

@@ -159,6 +159,7 @@ class Inbox:
             self._finished = True
             self._error = error
             self._notify_consumers()
+            self._not_empty.notify_all()  # every waiting consumer sees the end
 
     def reopen(self) -> None:
         """Start a new stream (after a reconnect the user asked for); keeps queued items."""
