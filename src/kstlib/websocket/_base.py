@@ -7,11 +7,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kstlib.websocket._http import redact_url
 from kstlib.websocket.config import Settings, load_settings
-from kstlib.websocket.engine import Engine
+from kstlib.websocket.engine import Engine, StopMode
 from kstlib.websocket.inbox import Inbox
 from kstlib.websocket.models import ConnectionState, WebSocketStats
 
@@ -45,6 +48,8 @@ class BaseManager:
         self._started = False
         #: Set by :meth:`shutdown`; other threads may wait on it.
         self.shutdown_event = threading.Event()
+        finalizer = weakref.finalize(self, _abandoned, self._engine, self._settings.url)
+        finalizer.atexit = False  # at exit, daemon engine threads end with the process
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._settings.url} {self.state.name}>"
@@ -156,3 +161,16 @@ class BaseManager:
             return None
         engine = self._engine
         return lambda: engine.markers_enabled
+
+
+def _abandoned(engine: Engine, url: str) -> None:
+    """A manager was garbage-collected without ``close()``: end its engine (no thread,
+    socket or reconnect loop outlives it) and say so, as CPython's own sockets do."""
+    if engine.is_dead:
+        return
+    warnings.warn(
+        f"kstlib.websocket manager for {redact_url(url)} was not closed; closing it now",
+        ResourceWarning,
+        stacklevel=2,
+    )
+    engine.stop(StopMode.FORCE)

@@ -65,7 +65,16 @@ class WebSocketManager(BaseManager):
     # ------------------------------------------------------------------ lifecycle
 
     async def connect(self, timeout: float | None = None) -> None:
-        await asyncio.to_thread(self._connect, timeout)
+        """Connect (see the sync ``connect``). Cancelling the awaiting task (e.g.
+        ``asyncio.wait_for``) stops the attempts: the engine is closed before the
+        cancellation propagates, so nothing keeps trying in the background."""
+        attempt = asyncio.ensure_future(asyncio.to_thread(self._connect, timeout))
+        try:
+            await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(self._engine.stop, StopMode.CLOSE)
+            await asyncio.gather(attempt, return_exceptions=True)  # the worker has ended
+            raise
 
     async def disconnect(self) -> None:
         await asyncio.to_thread(self._engine.disconnect)
