@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from rawserver import serve
+from rawserver import cert_files, client_tls, other_cert_files, serve, server_tls
 
-__all__ = ["serve"]  # the hand-written server fixture, for every integration test
+#: The hand-written server and certificate fixtures, for every integration test.
+__all__ = ["cert_files", "client_tls", "other_cert_files", "serve", "server_tls"]

@@ -1,20 +1,28 @@
 """Hand-written servers on 127.0.0.1 for tests that must control every byte on the wire:
 a ``socket`` + thread per server, running a test's ``behaviour`` on each connection.
 
-``serve`` is the fixture that starts them and closes them after the test.
+``serve`` is the fixture that starts them and closes them after the test; ``cert_files``,
+``other_cert_files``, ``server_tls`` and ``client_tls`` give them throwaway certificates.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
+import ipaddress
 import socket
 import ssl
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WAIT = 30.0  # generous upper bound for event waits; never reached on success
@@ -149,3 +157,57 @@ def serve() -> Iterator[Callable[..., RawServer]]:
     yield start
     for srv in servers:
         srv.close()
+
+
+def make_cert(directory: Path, names: list[x509.GeneralName]) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate (its own CA) for ``names``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kstlib test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def cert_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Certificate for 127.0.0.1 / localhost."""
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    return make_cert(tmp_path_factory.mktemp("tls"), names)
+
+
+@pytest.fixture(scope="module")
+def other_cert_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Certificate valid only for the name ``other.test``."""
+    return make_cert(tmp_path_factory.mktemp("tls-other"), [x509.DNSName("other.test")])
+
+
+@pytest.fixture
+def server_tls(cert_files: tuple[Path, Path]) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*cert_files)
+    return ctx
+
+
+@pytest.fixture
+def client_tls(cert_files: tuple[Path, Path]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(cert_files[0]))

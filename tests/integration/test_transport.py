@@ -7,8 +7,6 @@ exactly which bytes go on the wire (and when).
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import os
 import select
 import socket
@@ -20,10 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from rawserver import (
     WAIT,
     Behaviour,
@@ -39,60 +33,6 @@ from rawserver import (
 from kstlib.websocket import transport
 from kstlib.websocket.exceptions import WebSocketConnectionError, WebSocketTimeoutError
 from kstlib.websocket.transport import DeflateParams, open_connection, parse_deflate_response
-
-
-def make_cert(directory: Path, names: list[x509.GeneralName]) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate (its own CA) for ``names``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kstlib test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-@pytest.fixture(scope="module")
-def cert_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Certificate for 127.0.0.1 / localhost."""
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    return make_cert(tmp_path_factory.mktemp("tls"), names)
-
-
-@pytest.fixture(scope="module")
-def other_cert_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Certificate valid only for the name ``other.test``."""
-    return make_cert(tmp_path_factory.mktemp("tls-other"), [x509.DNSName("other.test")])
-
-
-@pytest.fixture
-def server_tls(cert_files: tuple[Path, Path]) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(*cert_files)
-    return ctx
-
-
-@pytest.fixture
-def client_tls(cert_files: tuple[Path, Path]) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(cert_files[0]))
 
 
 def open_fds() -> int:

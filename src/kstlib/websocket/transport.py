@@ -341,7 +341,9 @@ def open_connection(
     offered = list(check_subprotocols(subprotocols))
     options = _connect_options(headers, offered, proxy, timeout, compression)
     where = redact_url(url) + (f" via proxy {redact_url(proxy)}" if proxy is not None else "")
-    context = ssl_context if ssl_context is not None else ssl.create_default_context()
+    context = ssl_context
+    if context is None and urlsplit(url).scheme.lower() == "wss":
+        context = ssl.create_default_context()
     sock, response = _upgrade(url, timeout, options, context, where, on_cancel)
     try:
         resp_headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
@@ -389,14 +391,13 @@ def _upgrade(
     url: str,
     timeout: float,
     options: dict[str, Any],
-    context: ssl.SSLContext,
+    context: ssl.SSLContext | None,
     where: str,
     on_cancel: Callable[[Callable[[], None] | None], None] | None,
 ) -> tuple[socket.socket, Any]:
     """Run websocket-client's handshake; return the socket (now ours) and the response."""
-    ws = websocket.WebSocket(
-        sslopt={"context": context}, enable_multithread=False, skip_utf8_validation=True
-    )
+    sslopt = {} if context is None else {"context": context}
+    ws = websocket.WebSocket(sslopt=sslopt, enable_multithread=False, skip_utf8_validation=True)
 
     def cancel() -> None:
         sock = ws.sock

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import email.utils
+import math
 import random
+import ssl
 
 from kstlib.websocket.models import ReconnectStrategy
 
-__all__ = ["HEALTHY_AFTER", "PERMANENT_HTTP_STATUSES", "backoff_delay", "is_permanent"]
+__all__ = [
+    "HEALTHY_AFTER",
+    "PERMANENT_HTTP_STATUSES",
+    "backoff_delay",
+    "is_permanent",
+    "retry_after",
+]
 
 #: Seconds a connection must stay up before the reconnect attempt counter resets, so a
 #: server that accepts and then drops at once exhausts the attempts instead of looping.
@@ -38,6 +47,27 @@ def backoff_delay(
 
 
 def is_permanent(exc: BaseException) -> bool:
-    """True when a failed attempt will fail the same way if retried (an HTTP status in
-    :data:`PERMANENT_HTTP_STATUSES`)."""
-    return getattr(exc.__cause__, "status_code", None) in PERMANENT_HTTP_STATUSES
+    """True when a failed attempt will fail the same way if retried: an HTTP status in
+    :data:`PERMANENT_HTTP_STATUSES`, or a certificate the server presented that does not
+    verify (untrusted, expired, wrong host name)."""
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return True
+    return getattr(cause, "status_code", None) in PERMANENT_HTTP_STATUSES
+
+
+def retry_after(exc: BaseException, now: float) -> float | None:
+    """Seconds the server asked us to wait (``Retry-After`` of a refused handshake, in
+    seconds or as an HTTP date; ``now`` is the wall-clock time), or None."""
+    headers = getattr(exc.__cause__, "resp_headers", None) or {}
+    value = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - now) if math.isfinite(when) else None

@@ -11,6 +11,7 @@ Thread-safety: the engine thread only.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 
 import orjson
@@ -39,7 +40,7 @@ def open_link(rt: Runtime) -> Link:
         timeout=s.connect_timeout,
         headers=s.headers,
         subprotocols=s.subprotocols,
-        ssl_context=s.ssl,
+        ssl_context=tls_context(rt),
         proxy=s.proxy,
         compression=s.compression == "deflate",
         on_cancel=lambda cancel: _set_cancel(rt, cancel),
@@ -56,6 +57,18 @@ def open_link(rt: Runtime) -> Link:
     except BaseException:
         hs.sock.close()
         raise
+
+
+def tls_context(rt: Runtime) -> ssl.SSLContext | None:
+    """The TLS context of ``wss://`` connections: the ``ssl`` setting, else the system's
+    default context, built once per engine (building one costs milliseconds of CPU and
+    loads every CA certificate); None for ``ws://``."""
+    s = rt.settings
+    if s.ssl is not None or not s.url.lower().startswith("wss:"):
+        return s.ssl
+    if rt.default_tls is None:
+        rt.default_tls = ssl.create_default_context()
+    return rt.default_tls
 
 
 def _set_cancel(rt: Runtime, cancel: Callable[[], None] | None) -> None:

@@ -8,6 +8,7 @@ thread's reusable read buffer. The loops (:mod:`.supervisor`, :mod:`.read_loop`,
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class Runtime:
     cancel_connect: Callable[[], None] | None = None
     #: Threads finishing the closing handshake of replaced connections.
     closers: list[threading.Thread] = field(default_factory=list)
+    #: The system's default TLS context, built at the first ``wss://`` connection.
+    default_tls: ssl.SSLContext | None = None
     #: Codec mode and loads of the current ``decode`` setting.
     mode: int = 0
     loads: Callable[[bytes], Any] | None = None

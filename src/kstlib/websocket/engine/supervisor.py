@@ -37,7 +37,7 @@ from kstlib.websocket.exceptions import (
 )
 from kstlib.websocket.models import ConnectionState, DisconnectReason
 
-from .backoff import HEALTHY_AFTER, backoff_delay, is_permanent
+from .backoff import HEALTHY_AFTER, backoff_delay, is_permanent, retry_after
 from .closing import Ending, record
 from .connector import connect
 from .link import Link
@@ -153,12 +153,16 @@ class Supervisor:
             rt.state.fail(self._gave_up(attempts, exc))
             return None
         delay = max(self._backoff(attempts), 1e-3)  # always look at commands between attempts
+        asked = retry_after(exc, rt.clock.time())
+        if asked is not None:  # the server's Retry-After, within reconnect_delay_max
+            delay = max(delay, min(asked, rt.settings.reconnect_delay_max))
         log.warning(
-            "connection attempt %d to %s failed: %s; retrying in %.1f s%s",
+            "connection attempt %d to %s failed: %s; retrying in %.1f s%s%s",
             attempts,
             rt.settings.url,
             exc,
             delay,
+            "" if asked is None else f" (the server asked Retry-After {asked:g} s)",
             "" if limit is None else f", giving up after attempt {limit}",
         )
         return _Next(phase, delay, attempts)
