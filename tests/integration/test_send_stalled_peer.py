@@ -11,10 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import no_leaks, wait_for
+from helpers import NEVER, no_leaks, wait_for
 from rawserver import RawServer, response_101
 
-from kstlib.websocket import DisconnectReason, WebSocketManager, WebSocketTimeoutError, aio
+from kstlib.websocket import (
+    ConnectionState,
+    DisconnectReason,
+    WebSocketManager,
+    WebSocketTimeoutError,
+    aio,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -97,3 +103,46 @@ def test_asyncio_send_to_a_stalled_peer_never_blocks_the_loop(
         during, _ = asyncio.run(main())
     # a loop blocked in the write would not have ticked while the send waited
     assert during > 5
+
+
+@pytest.mark.timeout(60)
+def test_close_against_a_full_socket_returns_closed_with_nothing_left(
+    serve: Callable[..., RawServer],
+) -> None:
+    """A sender is stuck on a peer that reads nothing (its write would wait an hour);
+    close() still ends within close_timeout: CLOSED, engine gone, the sender released."""
+    srv, release = stalled_server(serve)
+    options = {**OPTIONS, "ping_timeout": NEVER}
+    calls = {"started": 0, "done": 0}
+    outcome: list[BaseException] = []
+
+    with no_leaks():
+        ws = WebSocketManager(srv.url, **options)
+        ws.connect()
+
+        def sender() -> None:
+            try:
+                while True:
+                    calls["started"] += 1
+                    ws.send(CHUNK[:65536])
+                    calls["done"] += 1
+            except Exception as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=sender)
+        t.start()
+        progress = {"done": -1, "stuck": 0}
+
+        def stuck() -> bool:  # no send completed over 20 looks, 10 ms apart
+            if calls["done"] == progress["done"]:
+                progress["stuck"] += 1
+            else:
+                progress["done"], progress["stuck"] = calls["done"], 0
+            return progress["stuck"] >= 20 and calls["started"] > calls["done"]
+
+        assert wait_for(stuck, timeout=30)
+        ws.close()
+        assert ws.state is ConnectionState.CLOSED
+        t.join(10)
+        assert not t.is_alive() and len(outcome) == 1
+        release.set()

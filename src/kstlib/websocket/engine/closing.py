@@ -75,12 +75,13 @@ def protocol_failure(rt: Runtime, link: Link, err: WebSocketProtocolError) -> En
 def graceful(rt: Runtime, link: Link, reason: DisconnectReason, code: int = 1000) -> Ending:
     """Closing handshake on ``link`` (see the module docstring)."""
     text = "" if reason is _R.PROTOCOL_ERROR else reason.value
+    timeout = rt.settings.close_timeout
+    deadline = rt.clock.monotonic() + timeout
     try:
-        link.send_close(code, text)
+        link.send_close(code, text, timeout)  # a full socket or a stuck writer: give up
     except (OSError, WebSocketError):
         link.abort()
         return Ending(reason, code, text)
-    deadline = rt.clock.monotonic() + rt.settings.close_timeout
     _drain_until_close(rt, link, deadline)
     link.abort()
     return Ending(reason, code, text)
@@ -114,19 +115,16 @@ def _drain_until_close(rt: Runtime, link: Link, deadline: float) -> None:
 
 
 def close_in_background(rt: Runtime, link: Link, text: str) -> None:
-    """Send close on ``link`` now and finish its handshake on a closer thread, discarding
-    what it still sends (the new connection has it). Bounded by ``close_timeout``;
-    joined at teardown."""
-    try:
-        link.send_close(1000, text)
-    except (OSError, WebSocketError):
-        link.abort()
-        return
-    deadline = rt.clock.monotonic() + rt.settings.close_timeout
+    """Run ``link``'s closing handshake on a closer thread, discarding what it still
+    sends (the new connection has it), so the engine thread serves the new connection at
+    once. Bounded by ``close_timeout``; joined at teardown."""
+    timeout = rt.settings.close_timeout
+    deadline = rt.clock.monotonic() + timeout
 
     def finish() -> None:
         buf = bytearray(65536)
         try:
+            link.send_close(1000, text, timeout)
             while link.open and rt.clock.monotonic() < deadline:
                 n = link.read_into(buf)
                 if n == 0:
@@ -138,7 +136,7 @@ def close_in_background(rt: Runtime, link: Link, text: str) -> None:
                 link.protocol.receive_data(memoryview(buf)[:n])
                 if link.protocol.close_received is not None or link.protocol.error:
                     break
-        except (OSError, ValueError):
+        except (OSError, ValueError, WebSocketError):
             pass
         finally:
             link.abort()

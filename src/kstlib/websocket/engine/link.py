@@ -108,30 +108,39 @@ class Link:
                 self._write(frame)
             return len(frames)
 
-    def send_close(self, code: int | None, reason: str) -> bool:
-        """Write our close frame once; False when one was sent already or it is gone."""
-        with self.write_lock:
+    def send_close(self, code: int | None, reason: str, timeout: float | None = None) -> bool:
+        """Write our close frame once; False when one was sent already or it is gone.
+
+        ``timeout`` bounds the whole call, the wait for a writer that holds the lock
+        included (``WebSocketTimeoutError`` past it); None: the write timeout."""
+        if not self.write_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise WebSocketTimeoutError("close", timeout)
+        try:
             if not self.open:
                 return False
             frame = self.protocol.encode_close(code, reason)
             if frame is None:
                 return False
-            self._write(frame)
+            self._write(frame, timeout)
             return True
+        finally:
+            self.write_lock.release()
 
     def _check_writable(self) -> None:
         if not self.open or self.protocol.close_sent:
             raise WebSocketClosedError(None, "not connected (the connection is closing)")
 
-    def _write(self, data: bytes) -> None:
-        """Write all of ``data``. Caller holds ``write_lock``."""
+    def _write(self, data: bytes, timeout: float | None = None) -> None:
+        """Write all of ``data``, waiting at most ``timeout`` (None: the write timeout)
+        for room in the socket. Caller holds ``write_lock``."""
         view = memoryview(data)
         deadline: float | None = None
         while view:
             try:
                 sent = self._send_some(view)
             except _WOULD_BLOCK:
-                deadline = self._wait_writable(deadline, partial=len(view) < len(data))
+                partial = len(view) < len(data)
+                deadline = self._wait_writable(deadline, timeout, partial=partial)
                 continue
             view = view[sent:]
 
@@ -141,14 +150,17 @@ class Link:
                 return self.sock.send(view)
         return self.sock.send(view)
 
-    def _wait_writable(self, deadline: float | None, *, partial: bool) -> float:
+    def _wait_writable(
+        self, deadline: float | None, timeout: float | None, *, partial: bool
+    ) -> float:
         now = self._clock.monotonic()
+        timeout = self._write_timeout if timeout is None else timeout
         if deadline is None:
-            deadline = now + self._write_timeout
+            deadline = now + timeout
         if now >= deadline:
             if partial:  # the peer holds half a frame: the stream cannot go on
                 self._break()
-            raise WebSocketTimeoutError("send", self._write_timeout)
+            raise WebSocketTimeoutError("send", timeout)
         if not self.open:
             raise BrokenPipeError("connection closed while sending")
         select.select([], [self.sock], [], min(deadline - now, 0.5))
