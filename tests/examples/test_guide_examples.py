@@ -20,13 +20,12 @@ import pytest
 from kstlib.websocket import ConnectionState, DisconnectReason, WebSocketStats
 from kstlib.websocket.testing import ExchangeSimulator
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def sim() -> Any:
-    with ExchangeSimulator(event_rate=50, kline_rate=20, kline_seconds={"4h": 0.3}) as s:
-        yield s
+#: the ``sim`` fixture (tests/conftest.py) for the examples: trades and 4h klines whose
+#: candles close every 0.3 s
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.exchange_simulator(event_rate=50, kline_rate=20, kline_seconds={"4h": 0.3}),
+]
 
 
 class Printed:

@@ -10,7 +10,6 @@ import json
 import pickle
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,8 +33,6 @@ from kstlib.websocket.binance import aio as binance_aio
 from kstlib.websocket.models import Connected, Disconnected
 from kstlib.websocket.testing import ExchangeSimulator
 
-pytestmark = pytest.mark.timeout(60)
-
 PER_CONN = 3
 BINANCE_RULES: dict[str, Any] = {
     "max_incoming_rate": 5,
@@ -43,11 +40,11 @@ BINANCE_RULES: dict[str, Any] = {
     "max_connection_attempts": (30, 5.0),
 }
 
-
-@pytest.fixture
-def sim() -> Iterator[ExchangeSimulator]:
-    with ExchangeSimulator(event_rate=40, **BINANCE_RULES) as s:
-        yield s
+#: the ``sim`` fixture (tests/conftest.py) here runs Binance's rules at 40 events/s
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.exchange_simulator(event_rate=40, **BINANCE_RULES),
+]
 
 
 def client(sim: ExchangeSimulator, streams: Any = (), **options: Any) -> BinanceStreams:
@@ -315,6 +312,8 @@ def test_slow_consumer_loses_nothing_and_requests_still_answer() -> None:
         assert rate_limited(sim) == []
 
 
+# paced at 5 requests/s by design: 20+ requests take over 4 s
+@pytest.mark.slow
 def test_many_requests_quickly_never_trip_the_rate_limit(sim: ExchangeSimulator) -> None:
     with client(sim, ["btcusdt@trade"]) as bn:
         for i in range(4):

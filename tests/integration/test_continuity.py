@@ -31,8 +31,10 @@ def assert_contiguous(ids: list[int]) -> None:
     assert ids == list(range(ids[0], ids[0] + len(ids))), "an id was lost or repeated"
 
 
-def test_hundred_rotations_lose_and_repeat_nothing() -> None:
-    with ExchangeSimulator(event_rate=400) as sim, no_leaks():
+@pytest.mark.slow
+@pytest.mark.exchange_simulator(event_rate=400)
+def test_hundred_rotations_lose_and_repeat_nothing(sim: ExchangeSimulator) -> None:
+    with no_leaks():
         with WebSocketManager(
             sim.stream_url("btcusdt@trade"),
             max_connection_age=0.05,
@@ -55,8 +57,8 @@ def test_hundred_rotations_lose_and_repeat_nothing() -> None:
         assert closed and all(c.close_code == 1000 for c in closed)
 
 
-def test_handover_on_announced_server_shutdown() -> None:
-    with ExchangeSimulator(event_rate=200) as sim, no_leaks():
+def test_handover_on_announced_server_shutdown(sim: ExchangeSimulator) -> None:
+    with no_leaks():
         with WebSocketManager(
             sim.stream_url("btcusdt@trade"),
             dedupe_key=trade_id,
@@ -78,8 +80,8 @@ def test_handover_on_announced_server_shutdown() -> None:
         assert ws.stats.gaps == 0
 
 
-def test_scheduled_rotation_with_handover_has_no_gap() -> None:
-    with ExchangeSimulator(event_rate=200) as sim, no_leaks():
+def test_scheduled_rotation_with_handover_has_no_gap(sim: ExchangeSimulator) -> None:
+    with no_leaks():
         with WebSocketManager(sim.stream_url("btcusdt@trade"), dedupe_key=trade_id, **FAST) as ws:
             events: list[Any] = []
             for item in ws.stream(events=True):
@@ -96,8 +98,8 @@ def test_scheduled_rotation_with_handover_has_no_gap() -> None:
         }
 
 
-def test_failed_handover_keeps_the_old_connection() -> None:
-    with ExchangeSimulator(event_rate=200) as sim, no_leaks():
+def test_failed_handover_keeps_the_old_connection(sim: ExchangeSimulator) -> None:
+    with no_leaks():
         with WebSocketManager(
             sim.stream_url("btcusdt@trade"), max_connection_age=0.2, dedupe_key=trade_id, **FAST
         ) as ws:
@@ -112,8 +114,8 @@ def test_failed_handover_keeps_the_old_connection() -> None:
             assert ws.stats.last_disconnect_reason is DisconnectReason.SERVER_CLOSED
 
 
-def test_gap_markers_in_band_and_in_order() -> None:
-    with ExchangeSimulator(event_rate=200) as sim, no_leaks():
+def test_gap_markers_in_band_and_in_order(sim: ExchangeSimulator) -> None:
+    with no_leaks():
         with WebSocketManager(sim.stream_url("btcusdt@trade"), **FAST) as ws:
             items: list[Any] = []
             for item in ws.stream(events=True):
@@ -132,8 +134,8 @@ def test_gap_markers_in_band_and_in_order() -> None:
     assert stats.gaps == 1 and stats.gap_seconds > 0
 
 
-def test_plain_stream_never_sees_markers() -> None:
-    with ExchangeSimulator(event_rate=200) as sim, no_leaks():
+def test_plain_stream_never_sees_markers(sim: ExchangeSimulator) -> None:
+    with no_leaks():
         with WebSocketManager(sim.stream_url("btcusdt@trade"), **FAST) as ws:
             first = next(iter(ws.stream(events=True)))
             assert isinstance(first, dict)
@@ -147,18 +149,17 @@ def test_plain_stream_never_sees_markers() -> None:
             assert all(isinstance(m, dict) for m in seen)
 
 
-def test_async_gap_markers() -> None:
+def test_async_gap_markers(sim: ExchangeSimulator) -> None:
     async def main() -> list[Any]:
-        with ExchangeSimulator(event_rate=200) as sim:
-            async with aio.WebSocketManager(sim.stream_url("btcusdt@trade"), **FAST) as ws:
-                items: list[Any] = []
-                async for item in ws.stream(events=True):
-                    items.append(item)
-                    if len(items) == 5:
-                        sim.close_all(4000, "rotate")
-                    if isinstance(item, Connected):
-                        break
-                return items
+        async with aio.WebSocketManager(sim.stream_url("btcusdt@trade"), **FAST) as ws:
+            items: list[Any] = []
+            async for item in ws.stream(events=True):
+                items.append(item)
+                if len(items) == 5:
+                    sim.close_all(4000, "rotate")
+                if isinstance(item, Connected):
+                    break
+            return items
 
     with no_leaks():
         items = asyncio.run(main())

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import engine_threads, no_leaks, open_fds, wait_for
+from helpers import NEVER, engine_threads, no_leaks, open_fds, sockets_to, wait_for
 
 from kstlib.websocket import (
     Connected,
@@ -114,8 +114,11 @@ def test_reset_in_the_middle_of_a_large_message(sim: ExchangeSimulator) -> None:
         assert ws.stats.messages_received == 1
 
 
-def test_reset_mid_message_while_streaming_keeps_order_and_marks_the_gap() -> None:
-    with ExchangeSimulator(event_rate=1000) as sim, no_leaks():
+@pytest.mark.exchange_simulator(event_rate=1000)
+def test_reset_mid_message_while_streaming_keeps_order_and_marks_the_gap(
+    sim: ExchangeSimulator,
+) -> None:
+    with no_leaks():
         with WebSocketManager(sim.stream_url(TRADES), **FAST) as ws:
             items: list[Any] = []
             resets = 0
@@ -185,8 +188,8 @@ def test_half_open_during_reconnect_is_bounded_by_connect_timeout(
     assert len(disc) == 1 and disc[0].reason is DisconnectReason.PING_TIMEOUT
 
 
-def test_handover_away_from_a_half_open_connection_marks_the_gap() -> None:
-    with ExchangeSimulator(event_rate=200) as sim, no_leaks():
+def test_handover_away_from_a_half_open_connection_marks_the_gap(sim: ExchangeSimulator) -> None:
+    with no_leaks():
         with WebSocketManager(
             sim.stream_url(TRADES),
             max_connection_age=1.0,
@@ -208,12 +211,16 @@ def test_handover_away_from_a_half_open_connection_marks_the_gap() -> None:
     assert stats.gaps >= 1
 
 
-def test_rotation_while_the_old_peer_is_half_open_keeps_order_and_marks_the_gap() -> None:
+@pytest.mark.exchange_simulator(event_rate=500)
+@pytest.mark.slow
+def test_rotation_while_the_old_peer_is_half_open_keeps_order_and_marks_the_gap(
+    sim: ExchangeSimulator,
+) -> None:
     """The old connection goes half-open just before its rotation; the peer comes back
     long after ping_timeout but before connect_timeout. The engine should have declared
     the old one dead (PING_TIMEOUT, a gap) instead of waiting for it to catch up."""
     released = threading.Event()
-    with ExchangeSimulator(event_rate=500) as sim, no_leaks():
+    with no_leaks():
         with WebSocketManager(
             sim.stream_url(TRADES),
             max_connection_age=1.0,
@@ -256,8 +263,11 @@ def test_rotation_while_the_old_peer_is_half_open_keeps_order_and_marks_the_gap(
 # ----------------------------------------------------------------- slow consumer
 
 
-def test_slow_consumer_block_loses_nothing_and_applies_back_pressure() -> None:
-    with ExchangeSimulator(event_rate=2000) as sim, no_leaks():
+@pytest.mark.exchange_simulator(event_rate=2000)
+def test_slow_consumer_block_loses_nothing_and_applies_back_pressure(
+    sim: ExchangeSimulator,
+) -> None:
+    with no_leaks():
         with WebSocketManager(
             sim.stream_url(TRADES), queue_size=8, queue_overflow="block", **FAST
         ) as ws:
@@ -389,14 +399,17 @@ def test_transient_refusal_on_reconnect_recovers_when_it_stops(
 # ----------------------------------------------------------------- close while connecting
 
 
+@pytest.mark.timeout(30)  # far below NEVER: waiting for the handshake is a hang
 @pytest.mark.parametrize("how", ["close", "force_close"])
 def test_close_while_connecting_is_bounded_and_leaves_nothing(
     sim: ExchangeSimulator, how: str
 ) -> None:
-    sim.accept_delay(5.0)  # TCP accepted at once, HTTP 101 five seconds later
-    close_timeout = 1.0
+    """close() / force_close() during a handshake the server never answers (nor would the
+    client give up on it before connect_timeout = NEVER): the handshake is cut, the
+    engine thread has ended and the client socket is closed when the call returns."""
+    sim.accept_delay(NEVER)  # TCP accepted at once, HTTP 101 never
     fds_before = open_fds()
-    ws = WebSocketManager(sim.stream_url(TRADES), close_timeout=close_timeout, connect_timeout=10)
+    ws = WebSocketManager(sim.stream_url(TRADES), close_timeout=1.0, connect_timeout=NEVER)
     errors: list[BaseException] = []
 
     def connect() -> None:
@@ -408,18 +421,22 @@ def test_close_while_connecting_is_bounded_and_leaves_nothing(
     connector = threading.Thread(target=connect)
     connector.start()
     assert sim.wait_until(lambda: sim.handshake_attempts == 1)
+    assert wait_for(lambda: sockets_to(sim.port))  # the client's TCP connection is up
     assert ws.state is ConnectionState.CONNECTING
     started = time.monotonic()
     getattr(ws, how)()
-    took = time.monotonic() - started
-    assert took < close_timeout + 1.5  # generous upper bound, not a timing measurement
-    assert engine_threads() == []  # ended before close() returned
+    print(f"\n{how}() returned after {time.monotonic() - started:.2f} s")  # information only
+    # close() joins the engine thread for at most close_timeout + 1 s: a thread still
+    # alive here means it was still waiting for the handshake
+    assert engine_threads() == []
     assert ws.state is ConnectionState.CLOSED
+    assert sockets_to(sim.port) == []  # the client end of the pending handshake is closed
     connector.join(5)
     assert not connector.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], WebSocketClosedError)
-    assert wait_for(lambda: open_fds() <= fds_before, timeout=5)
     assert sim.total_connections == 0
+    sim.stop()  # ends the server's end of the pending handshake (stop() is idempotent)
+    assert wait_for(lambda: open_fds() <= fds_before, timeout=5)
 
 
 # ----------------------------------------------------------------- send while not connected
@@ -640,11 +657,12 @@ def test_raising_callback_is_counted_and_never_kills_the_engine(
 # ----------------------------------------------------------------- callbacks that block
 
 
-def test_callbacks_that_block_delay_but_break_nothing() -> None:
+@pytest.mark.timeout(30)
+def test_callbacks_that_block_delay_but_break_nothing(sim: ExchangeSimulator) -> None:
     """on_connect and should_disconnect block 0.5 s each time, the consumer's first
     message handling blocks too: the stream only lags, nothing is lost, and close()
-    stays bounded."""
-    close_timeout = 1.0
+    stays bounded: it waits for the check already running, starts no other one, and
+    the engine thread has ended when it returns."""
 
     def slow_connect() -> None:
         time.sleep(0.5)
@@ -656,7 +674,7 @@ def test_callbacks_that_block_delay_but_break_nothing() -> None:
         time.sleep(0.5)
         return False
 
-    with ExchangeSimulator(event_rate=200) as sim, no_leaks():
+    with no_leaks():
         ws = WebSocketManager(
             sim.stream_url(TRADES),
             on_connect=slow_connect,
@@ -664,7 +682,7 @@ def test_callbacks_that_block_delay_but_break_nothing() -> None:
             disconnect_check_interval=0.1,
             ping_interval=0.2,
             ping_timeout=2.0,
-            **{**FAST, "close_timeout": close_timeout},
+            **{**FAST, "close_timeout": 1.0},
         )
         ws.connect()
         ids: list[int] = []
@@ -676,15 +694,19 @@ def test_callbacks_that_block_delay_but_break_nothing() -> None:
                 break
         assert ws.is_connected and ws.stats.disconnects == 0  # no false ping timeout
         assert ids == list(range(ids[0], ids[0] + len(ids)))
+        checks_before = checks[0]
         started = time.monotonic()
         ws.close()
-        # one blocking check may be running when close() is called
-        assert time.monotonic() - started < close_timeout + 0.5 + 1.5
+        print(f"\nclose() returned after {time.monotonic() - started:.2f} s")  # information only
+        # close() joins the engine thread for at most close_timeout + 1 s: had it waited
+        # for more than the check in progress, the thread would still be alive here
         assert engine_threads() == []
         assert ws.state is ConnectionState.CLOSED
+        assert checks[0] <= checks_before + 1  # one check may have been starting
+        assert sockets_to(sim.port) == []
 
 
-def test_on_message_blocking_does_not_cause_a_false_ping_timeout() -> None:
+def test_on_message_blocking_does_not_cause_a_false_ping_timeout(sim: ExchangeSimulator) -> None:
     ids: list[int] = []
 
     def on_message(msg: Any) -> None:
@@ -692,7 +714,7 @@ def test_on_message_blocking_does_not_cause_a_false_ping_timeout() -> None:
             time.sleep(0.5)  # 2 s of stalls in total, each shorter than ping_timeout
         ids.append(msg["t"])
 
-    with ExchangeSimulator(event_rate=200) as sim, no_leaks():
+    with no_leaks():
         with WebSocketManager(
             sim.stream_url(TRADES),
             on_message=on_message,
@@ -706,35 +728,48 @@ def test_on_message_blocking_does_not_cause_a_false_ping_timeout() -> None:
     assert ids == list(range(ids[0], ids[0] + len(ids)))
 
 
-def test_close_is_bounded_while_on_message_blocks() -> None:
-    close_timeout = 1.0
+@pytest.mark.exchange_simulator(event_rate=50)
+@pytest.mark.timeout(30)  # less than draining the backlog through on_message would take
+def test_close_is_bounded_while_on_message_blocks(sim: ExchangeSimulator) -> None:
+    """on_message blocks 0.5 s per message and a backlog of 100+ messages waits in the
+    socket: close() ends the calls (at most the one running finishes) instead of
+    draining the backlog (50+ s), and the engine thread has ended when it returns."""
     calls = [0]
 
     def slow(msg: Any) -> None:
         calls[0] += 1
         time.sleep(0.5)
 
-    with ExchangeSimulator(event_rate=50) as sim, no_leaks():
+    with no_leaks():
         ws = WebSocketManager(
-            sim.stream_url(TRADES), on_message=slow, **{**FAST, "close_timeout": close_timeout}
+            sim.stream_url(TRADES), on_message=slow, **{**FAST, "close_timeout": 1.0}
         )
         ws.connect()
-        assert wait_for(lambda: calls[0] >= 3)  # a backlog builds up in the socket
+        assert wait_for(lambda: calls[0] >= 3)
+        # a backlog builds up: the server has sent 100 more messages than were handled
+        assert sim.wait_until(
+            lambda: sim.connection_info(0).messages_sent >= calls[0] + 100, timeout=20
+        )
+        calls_before = calls[0]
         started = time.monotonic()
         ws.close()
-        took = time.monotonic() - started
+        print(f"\nclose() returned after {time.monotonic() - started:.2f} s")  # information only
         alive = engine_threads()
         state = ws.state
-        assert took < close_timeout + 0.5 + 1.5
+        calls_after = calls[0]
         assert alive == [] and state is ConnectionState.CLOSED
+        assert calls_after <= calls_before + 1  # one call may have been starting
+        assert sockets_to(sim.port) == []
 
 
 # ----------------------------------------------------------------- reconnect cycles
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200 if LONG else 90)
+@pytest.mark.exchange_simulator(event_rate=50, history=100)
 def test_reconnect_cycles_do_not_grow_threads_fds_or_memory(
-    caplog: pytest.LogCaptureFixture,
+    sim: ExchangeSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """kill -> reconnect, over and over (IMMEDIATE strategy, a live stream): the thread
     count, the descriptors and the RSS come back to their warmed-up baseline."""
@@ -743,58 +778,57 @@ def test_reconnect_cycles_do_not_grow_threads_fds_or_memory(
     cycles = FULL_CYCLES if LONG else DEFAULT_CYCLES
     warmup = 150
     connected = threading.Event()
-    with ExchangeSimulator(event_rate=50, history=100) as sim:
-        ws = WebSocketManager(
-            sim.stream_url(TRADES),
-            reconnect_strategy=ReconnectStrategy.IMMEDIATE,
-            # kills come faster than HEALTHY_AFTER: without this the attempt counter,
-            # which only resets after a healthy connection, would give up after 10
-            max_reconnect_attempts=None,
-            on_connect=connected.set,
-            **FAST,
-        )
-        ws.connect()
-        # a consumer drains the stream: unread messages would pile up in the inbox (each
-        # disconnect queues its last batch past queue_size) and look like a leak
-        consumed = [0]
+    ws = WebSocketManager(
+        sim.stream_url(TRADES),
+        reconnect_strategy=ReconnectStrategy.IMMEDIATE,
+        # kills come faster than HEALTHY_AFTER: without this the attempt counter,
+        # which only resets after a healthy connection, would give up after 10
+        max_reconnect_attempts=None,
+        on_connect=connected.set,
+        **FAST,
+    )
+    ws.connect()
+    # a consumer drains the stream: unread messages would pile up in the inbox (each
+    # disconnect queues its last batch past queue_size) and look like a leak
+    consumed = [0]
 
-        def consume() -> None:
-            for _ in ws.stream():
-                consumed[0] += 1
+    def consume() -> None:
+        for _ in ws.stream():
+            consumed[0] += 1
 
-        consumer = threading.Thread(target=consume, name="cycles-consumer")
-        consumer.start()
+    consumer = threading.Thread(target=consume, name="cycles-consumer")
+    consumer.start()
 
-        def cycle() -> None:
-            connected.clear()
-            ws.kill()
-            assert connected.wait(10), f"no reconnect after kill; stats {ws.stats}"
+    def cycle() -> None:
+        connected.clear()
+        ws.kill()
+        assert connected.wait(10), f"no reconnect after kill; stats {ws.stats}"
 
-        for _ in range(warmup):
-            cycle()
-        assert sim.wait_until(lambda: sim.connection_count == 1)
-        threads0, tasks0, fds0, rss0 = (
-            threading.active_count(),
-            os_thread_count(),
-            len(open_fds()),
-            rss_kib(),
-        )
-        started = time.monotonic()
-        for _ in range(cycles):
-            cycle()
-        elapsed = time.monotonic() - started
-        assert sim.wait_until(lambda: sim.connection_count == 1)
-        assert wait_for(lambda: len(open_fds()) <= fds0)
-        threads1, tasks1, fds1, rss1 = (
-            threading.active_count(),
-            os_thread_count(),
-            len(open_fds()),
-            rss_kib(),
-        )
-        stats = ws.stats
-        ws.close()
-        consumer.join(10)
-        assert not consumer.is_alive() and consumed[0] > 0
+    for _ in range(warmup):
+        cycle()
+    assert sim.wait_until(lambda: sim.connection_count == 1)
+    threads0, tasks0, fds0, rss0 = (
+        threading.active_count(),
+        os_thread_count(),
+        len(open_fds()),
+        rss_kib(),
+    )
+    started = time.monotonic()
+    for _ in range(cycles):
+        cycle()
+    elapsed = time.monotonic() - started
+    assert sim.wait_until(lambda: sim.connection_count == 1)
+    assert wait_for(lambda: len(open_fds()) <= fds0)
+    threads1, tasks1, fds1, rss1 = (
+        threading.active_count(),
+        os_thread_count(),
+        len(open_fds()),
+        rss_kib(),
+    )
+    stats = ws.stats
+    ws.close()
+    consumer.join(10)
+    assert not consumer.is_alive() and consumed[0] > 0
     print(
         f"\n{cycles} reconnect cycles in {elapsed:.1f} s ({elapsed / cycles * 1000:.1f} ms "
         f"each): threads {threads0}->{threads1}, OS threads {tasks0}->{tasks1}, "

@@ -102,12 +102,9 @@ def test_malformed_frames_are_protocol_errors(sim: ExchangeSimulator, kind: str,
         assert wait_for(lambda: ws.stats.connects == 2)
 
 
-def test_server_pings_are_answered_with_the_same_payload() -> None:
-    with (
-        ExchangeSimulator(ping_interval=0.1, pong_timeout=1.0) as sim,
-        no_leaks(),
-        WebSocketManager(sim.stream_url("btcusdt@trade"), **FAST),
-    ):
+@pytest.mark.exchange_simulator(event_rate=10, ping_interval=0.1, pong_timeout=1.0)
+def test_server_pings_are_answered_with_the_same_payload(sim: ExchangeSimulator) -> None:
+    with no_leaks(), WebSocketManager(sim.stream_url("btcusdt@trade"), **FAST):
         assert wait_for(lambda: len(sim.connection_info(0).pongs_received) >= 3)
         info = sim.connection_info(0)
         assert set(info.pongs_received) <= set(info.pings_sent)

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from helpers import FAST, engine_threads, no_leaks, wait_for
+from helpers import FAST, NEVER, engine_threads, no_leaks, sockets_to, wait_for
 
 from kstlib.websocket import (
     ConnectionState,
@@ -91,9 +91,10 @@ def test_force_close_is_terminal(sim: ExchangeSimulator, caplog: pytest.LogCaptu
             ws.connect()
         assert "ignored" in caplog.text
         assert ws.state is ConnectionState.CLOSED
+        # the ignored connect() started no engine thread: nothing can connect later
+        assert engine_threads() == []
         assert wait_for(lambda: sim.total_connections == 1)
-        time.sleep(0.2)
-        assert sim.total_connections == 1
+        assert sim.handshake_attempts == 1
 
 
 def test_shutdown_sets_the_marker_event(sim: ExchangeSimulator) -> None:
@@ -158,8 +159,9 @@ def test_disconnect_is_proactive_and_stays_down(sim: ExchangeSimulator) -> None:
         assert ws.stats.proactive_disconnects == 1
         for _ in ws.stream():  # drains what was queued, then ends normally
             pass
-        time.sleep(0.2)
-        assert sim.total_connections == 1  # it did not come back by itself
+        # the engine thread has ended: nothing is left that could bring it back by itself
+        assert wait_for(lambda: engine_threads() == [])
+        assert sim.handshake_attempts == 1 and sim.total_connections == 1
         ws.connect()
         assert ws.is_connected
         ws.close()
@@ -177,17 +179,26 @@ def test_request_disconnect_without_callback_happens_at_once(sim: ExchangeSimula
 
 def test_request_disconnect_waits_for_should_disconnect(sim: ExchangeSimulator) -> None:
     safe = threading.Event()
+    answers: list[bool] = []
+
+    def should_disconnect() -> bool:
+        answers.append(safe.is_set())
+        return answers[-1]
+
     with no_leaks():
         ws = WebSocketManager(
             sim.stream_url("btcusdt@trade"),
-            should_disconnect=safe.is_set,
+            should_disconnect=should_disconnect,
             disconnect_check_interval=0.05,
             **FAST,
         )
         ws.connect()
+        asked = len(answers)
         ws.request_disconnect()
-        time.sleep(0.3)
+        # the engine asked three times after the request and was told "not yet"
+        assert wait_for(lambda: len(answers) >= asked + 3)
         assert ws.is_connected  # not a safe moment yet
+        assert not any(answers)
         safe.set()
         assert wait_for(lambda: ws.state is ConnectionState.DISCONNECTED)
         assert ws.stats.last_disconnect_reason is DisconnectReason.USER_REQUESTED
@@ -353,17 +364,25 @@ def test_sync_class_refuses_async_with(sim: ExchangeSimulator) -> None:
     assert engine_threads() == []
 
 
+@pytest.mark.timeout(30)  # far below NEVER: waiting for the keepalive is a hang
 def test_close_returns_in_time_against_a_silent_server(sim: ExchangeSimulator) -> None:
+    """The server never answers the closing handshake, and the keepalive would not
+    notice it before ping_timeout = NEVER: close() gives up after close_timeout, with
+    the engine thread ended and the client socket closed when it returns."""
     with no_leaks():
-        ws = WebSocketManager(sim.stream_url("btcusdt@trade"), close_timeout=1.0)
+        ws = WebSocketManager(
+            sim.stream_url("btcusdt@trade"), close_timeout=1.0, ping_timeout=NEVER
+        )
         ws.connect()
         sim.go_silent(True)
         started = time.monotonic()
         ws.close()
-        elapsed = time.monotonic() - started
+        print(f"\nclose() returned after {time.monotonic() - started:.2f} s")  # information only
+        # close() joins the engine thread for at most close_timeout + 1 s: a thread still
+        # alive here means it was still waiting for the silent peer
+        assert engine_threads() == []
         assert ws.state is ConnectionState.CLOSED
-        # bound: close_timeout plus a generous scheduling margin (never a hang)
-        assert elapsed < 1.0 + 3.0
+        assert sockets_to(sim.port) == []
         sim.go_silent(False)  # the simulator (same process) may now release its side too
 
 
@@ -376,8 +395,12 @@ def test_breaking_out_of_stream_keeps_unread_messages(sim: ExchangeSimulator) ->
         assert ids == list(range(ids[0], ids[0] + 10))  # nothing skipped in between
 
 
+@pytest.mark.timeout(30)  # far below NEVER: waiting for the handshake is a hang
 def test_close_while_connecting_aborts_the_handshake(sim: ExchangeSimulator) -> None:
-    sim.accept_delay(30)  # the server would answer the handshake only after 30 s
+    """The server never answers the opening handshake (nor would the client give up on
+    it before connect_timeout = NEVER): close() cuts it, with the engine thread ended
+    and the client socket closed when it returns."""
+    sim.accept_delay(NEVER)  # the server would never answer the handshake
     outcome: list[BaseException] = []
 
     def connect() -> None:
@@ -387,14 +410,19 @@ def test_close_while_connecting_aborts_the_handshake(sim: ExchangeSimulator) -> 
             outcome.append(exc)
 
     with no_leaks():
-        ws = WebSocketManager(sim.stream_url("btcusdt@trade"), close_timeout=1.0)
+        ws = WebSocketManager(
+            sim.stream_url("btcusdt@trade"), close_timeout=1.0, connect_timeout=NEVER
+        )
         t = threading.Thread(target=connect)
         t.start()
         assert wait_for(lambda: sim.handshake_attempts == 1)
+        assert wait_for(lambda: sockets_to(sim.port))  # the client's TCP connection is up
         started = time.monotonic()
         ws.close()
-        elapsed = time.monotonic() - started
-        t.join(10)
+        print(f"\nclose() returned after {time.monotonic() - started:.2f} s")  # information only
+        assert engine_threads() == []  # joined within close_timeout + 1 s: not waiting
         assert ws.state is ConnectionState.CLOSED
+        assert sockets_to(sim.port) == []
+        t.join(10)
+        assert not t.is_alive()
         assert len(outcome) == 1  # connect() reports that it was closed, not a hang
-        assert elapsed < 1.0 + 3.0  # close_timeout plus a generous margin, not 30 s

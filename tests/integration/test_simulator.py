@@ -29,11 +29,11 @@ from websockets.sync.client import ClientConnection, connect
 
 from kstlib.websocket.testing import MALFORMED_FRAMES, ExchangeSimulator
 
-pytestmark = pytest.mark.timeout(60)
+#: the ``sim`` fixture (tests/conftest.py) here is a quiet simulator (no events) unless a
+#: test's own marker says otherwise
+pytestmark = [pytest.mark.timeout(60), pytest.mark.exchange_simulator(event_rate=0)]
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-Factory = Callable[..., ExchangeSimulator]
 
 
 def recv_json(ws: ClientConnection, timeout: float = 5.0) -> Any:
@@ -62,12 +62,6 @@ def close_frame(ws: websocket.WebSocket, limit: int = 500) -> tuple[int, str]:
             (code,) = struct.unpack("!H", frame.data[:2])
             return code, frame.data[2:].decode()
     raise AssertionError("no close frame")
-
-
-@pytest.fixture
-def sim(exchange_simulator_factory: Factory) -> ExchangeSimulator:
-    """A quiet simulator (no events) for control-message and fault tests."""
-    return exchange_simulator_factory(event_rate=0)
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -185,8 +179,8 @@ def test_bind_error_is_raised_by_start() -> None:
 # --------------------------------------------------------------------------- streams
 
 
-def test_trade_ids_identical_on_two_connections(exchange_simulator_factory: Factory) -> None:
-    sim = exchange_simulator_factory(event_rate=200)
+@pytest.mark.exchange_simulator(event_rate=200)
+def test_trade_ids_identical_on_two_connections(sim: ExchangeSimulator) -> None:
     url = sim.stream_url("btcusdt@trade")
     with connect(url) as a, connect(url) as b:
         assert sim.wait_for_connections(2)
@@ -203,8 +197,8 @@ def test_trade_ids_identical_on_two_connections(exchange_simulator_factory: Fact
     assert all(by_id_a[m["t"]] == m for m in common)  # same events, byte for byte
 
 
-def test_combined_stream_wrapping(exchange_simulator_factory: Factory) -> None:
-    sim = exchange_simulator_factory(event_rate=100)
+@pytest.mark.exchange_simulator(event_rate=100)
+def test_combined_stream_wrapping(sim: ExchangeSimulator) -> None:
     streams = ["btcusdt@trade", "ethusdt@kline_1m"]
     with connect(sim.combined_url(streams)) as ws:
         seen: dict[str, list[dict[str, Any]]] = {s: [] for s in streams}
@@ -223,8 +217,8 @@ def test_combined_stream_wrapping(exchange_simulator_factory: Factory) -> None:
     assert sim.subscriptions_of(-1) == streams
 
 
-def test_kline_candles_close_exactly_once(exchange_simulator_factory: Factory) -> None:
-    sim = exchange_simulator_factory(event_rate=40, kline_seconds=0.25)
+@pytest.mark.exchange_simulator(event_rate=40, kline_seconds=0.25)
+def test_kline_candles_close_exactly_once(sim: ExchangeSimulator) -> None:
     with connect(sim.stream_url("btcusdt@kline_1m")) as ws:
         events: list[dict[str, Any]] = []
         while sum(1 for e in events if e["k"]["x"]) < 3:
@@ -251,8 +245,9 @@ def test_kline_candles_close_exactly_once(exchange_simulator_factory: Factory) -
         assert {**ks[-1], "x": False} == ks[-2]
 
 
-def test_subscribe_unsubscribe_list_and_recording() -> None:
-    with ExchangeSimulator(event_rate=100) as live, connect(live.stream_url()) as ws:
+@pytest.mark.exchange_simulator(event_rate=100)
+def test_subscribe_unsubscribe_list_and_recording(sim: ExchangeSimulator) -> None:
+    with connect(sim.stream_url()) as ws:
         assert reply_to(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 1}) == {"result": [], "id": 1}
         sub = {"method": "SUBSCRIBE", "params": ["btcusdt@trade", "ethusdt@trade"], "id": 2}
         assert reply_to(ws, sub) == {"result": None, "id": 2}
@@ -266,11 +261,11 @@ def test_subscribe_unsubscribe_list_and_recording() -> None:
             "result": ["btcusdt@trade"],
             "id": 4,
         }
-        assert live.subscriptions_of(0) == ["btcusdt@trade"]
-        sent = live.received(0)
+        assert sim.subscriptions_of(0) == ["btcusdt@trade"]
+        sent = sim.received(0)
         assert [json.loads(m)["id"] for m in sent] == [1, 2, "x-3", 4]
         assert json.loads(sent[1]) == sub
-        info = live.connection_info()
+        info = sim.connection_info()
         assert info.messages_received == 4 and info.is_open and info.path == "/ws"
 
 
@@ -317,8 +312,8 @@ def test_error_replies(sim: ExchangeSimulator, request_text: str, code: int, rep
     assert sim.received(-1)[0] == request_text
 
 
-def test_max_streams_per_connection(exchange_simulator_factory: Factory) -> None:
-    sim = exchange_simulator_factory(event_rate=0, max_streams_per_connection=3)
+@pytest.mark.exchange_simulator(event_rate=0, max_streams_per_connection=3)
+def test_max_streams_per_connection(sim: ExchangeSimulator) -> None:
     with connect(sim.stream_url()) as ws:
         ok = {"method": "SUBSCRIBE", "params": ["a1@trade", "a2@trade"], "id": 1}
         assert reply_to(ws, ok) == {"result": None, "id": 1}
@@ -347,8 +342,8 @@ def test_http_errors_for_bad_paths(sim: ExchangeSimulator, path: str, status: in
 # --------------------------------------------------------------------------- rules
 
 
-def test_server_pings_answered_keep_the_connection(exchange_simulator_factory: Factory) -> None:
-    sim = exchange_simulator_factory(event_rate=0, ping_interval=0.05, pong_timeout=2)
+@pytest.mark.exchange_simulator(event_rate=0, ping_interval=0.05, pong_timeout=2)
+def test_server_pings_answered_keep_the_connection(sim: ExchangeSimulator) -> None:
     with connect(sim.stream_url()) as ws:  # websockets answers pings by itself
         assert sim.wait_until(lambda: len(sim.connection_info().pongs_received) >= 4, 10)
         info = sim.connection_info()
@@ -359,15 +354,17 @@ def test_server_pings_answered_keep_the_connection(exchange_simulator_factory: F
         assert reply_to(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 1})["id"] == 1
 
 
-def test_late_pong_disconnects(exchange_simulator_factory: Factory) -> None:
-    sim = exchange_simulator_factory(
-        event_rate=0, ping_interval=0.05, pong_timeout=0.2, close_timeout=0.3
-    )
+@pytest.mark.exchange_simulator(
+    event_rate=0, ping_interval=0.05, pong_timeout=0.2, close_timeout=0.3
+)
+def test_late_pong_disconnects(sim: ExchangeSimulator) -> None:
     ws = websocket.create_connection(sim.stream_url(), timeout=10)
     try:
         # recv_frame reads raw frames and never answers the ping.
         ping = ws.recv_frame()
         assert ping.opcode == websocket.ABNF.OPCODE_PING
+        # the server records a ping once written: possibly just after it arrived here
+        assert sim.wait_until(lambda: len(sim.connection_info().pings_sent) >= 1)
         assert ping.data == sim.connection_info().pings_sent[0]
         assert close_frame(ws) == (1008, "Pong timeout")
     finally:
@@ -378,8 +375,8 @@ def test_late_pong_disconnects(exchange_simulator_factory: Factory) -> None:
     assert info.pongs_received == ()
 
 
-def test_max_connection_age_closes_with_1000(exchange_simulator_factory: Factory) -> None:
-    sim = exchange_simulator_factory(event_rate=0, max_connection_age=0.2)
+@pytest.mark.exchange_simulator(event_rate=0, max_connection_age=0.2)
+def test_max_connection_age_closes_with_1000(sim: ExchangeSimulator) -> None:
     with connect(sim.stream_url()) as ws:
         with pytest.raises(ConnectionClosedOK) as info:
             ws.recv(timeout=10)
@@ -394,9 +391,9 @@ def test_max_connection_age_closes_with_1000(exchange_simulator_factory: Factory
         assert reply_to(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 1})["id"] == 1
 
 
+@pytest.mark.exchange_simulator(event_rate=0, max_incoming_rate=5)
 @pytest.mark.parametrize("kind", ["messages", "pings", "pongs"])
-def test_incoming_rate_limit_disconnects(exchange_simulator_factory: Factory, kind: str) -> None:
-    sim = exchange_simulator_factory(event_rate=0, max_incoming_rate=5)
+def test_incoming_rate_limit_disconnects(sim: ExchangeSimulator, kind: str) -> None:
     ws = websocket.create_connection(sim.stream_url(), timeout=10)
     try:
         for i in range(12):
@@ -412,16 +409,16 @@ def test_incoming_rate_limit_disconnects(exchange_simulator_factory: Factory, ki
     assert sim.connection_info().cause == "rate_limit"
 
 
-def test_rate_limit_allows_traffic_under_the_limit(exchange_simulator_factory: Factory) -> None:
-    sim = exchange_simulator_factory(event_rate=0, max_incoming_rate=5)
+@pytest.mark.exchange_simulator(event_rate=0, max_incoming_rate=5)
+def test_rate_limit_allows_traffic_under_the_limit(sim: ExchangeSimulator) -> None:
     with connect(sim.stream_url()) as ws:
         for i in range(4):
             assert reply_to(ws, {"method": "LIST_SUBSCRIPTIONS", "id": i})["id"] == i
     assert sim.connection_info().cause is None
 
 
-def test_connection_attempts_are_throttled(exchange_simulator_factory: Factory) -> None:
-    sim = exchange_simulator_factory(event_rate=0, max_connection_attempts=(2, 60.0))
+@pytest.mark.exchange_simulator(event_rate=0, max_connection_attempts=(2, 60.0))
+def test_connection_attempts_are_throttled(sim: ExchangeSimulator) -> None:
     for _ in range(2):
         with connect(sim.stream_url()):
             pass
@@ -432,8 +429,8 @@ def test_connection_attempts_are_throttled(exchange_simulator_factory: Factory) 
     assert sim.total_connections == 2 and sim.refused_handshakes == 1
 
 
-def test_slow_consumer_is_disconnected(exchange_simulator_factory: Factory) -> None:
-    sim = exchange_simulator_factory(event_rate=20_000, max_write_buffer=64 * 1024)
+@pytest.mark.exchange_simulator(event_rate=20_000, max_write_buffer=64 * 1024)
+def test_slow_consumer_is_disconnected(sim: ExchangeSimulator) -> None:
     small = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
     ws = websocket.create_connection(sim.stream_url("btcusdt@trade"), timeout=10, sockopt=small)
     try:  # never reads
@@ -517,8 +514,8 @@ def test_reset_all_gives_connection_reset(sim: ExchangeSimulator) -> None:
     assert info.cause == "reset" and info.close_code == 1006
 
 
-def test_go_silent_is_a_half_open_peer(exchange_simulator_factory: Factory) -> None:
-    sim = exchange_simulator_factory(event_rate=100, ping_interval=0.05, pong_timeout=0.1)
+@pytest.mark.exchange_simulator(event_rate=100, ping_interval=0.05, pong_timeout=0.1)
+def test_go_silent_is_a_half_open_peer(sim: ExchangeSimulator) -> None:
     ws = websocket.create_connection(sim.stream_url("btcusdt@trade"), timeout=10)
     try:
         first = json.loads(ws.recv())["t"]
@@ -766,6 +763,7 @@ def test_pytest_plugin_fixtures(tmp_path: Path) -> None:
     assert "3 passed" in out.stdout
 
 
+@pytest.mark.exchange_simulator()  # the plugin's defaults, not this module's quiet one
 def test_fixture_in_this_session(exchange_simulator: ExchangeSimulator) -> None:
     assert exchange_simulator.is_running
     with connect(exchange_simulator.stream_url("btcusdt@trade")) as ws:

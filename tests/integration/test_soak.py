@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from helpers import engine_threads
 
-pytestmark = pytest.mark.timeout(90)
+# each run lasts its fixed duration (9-13 s): every test here is slow
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "soak.py"
 
