@@ -103,6 +103,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "on_connect": None,
     "on_disconnect": None,
     "on_message": None,
+    "on_batch": None,
     "on_error": None,
     "handover": None,
     "dedupe_key": None,
@@ -745,6 +746,7 @@ def test_nan_keyword_is_rejected() -> None:
         "on_connect",
         "on_disconnect",
         "on_message",
+        "on_batch",
         "on_error",
     ],
 )
@@ -1021,6 +1023,7 @@ def test_keyword_only_options_are_the_python_objects() -> None:
         "on_connect",
         "on_disconnect",
         "on_message",
+        "on_batch",
         "on_error",
         "dedupe_key",
         "should_handover",
