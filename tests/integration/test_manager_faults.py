@@ -296,15 +296,15 @@ def test_every_legal_transition_is_taken(
 ) -> None:
     """Walk the manager through every edge of LEGAL_TRANSITIONS on a real server."""
     seen: set[tuple[ConnectionState, ConnectionState]] = set()
-    original = engine_module.Engine._transition
+    original = engine_module.StateMachine.transition
 
     def recording(self: Any, new: ConnectionState) -> None:
-        old = self._state
+        old = self.state
         original(self, new)
         if old is not new:
             seen.add((old, new))
 
-    monkeypatch.setattr(engine_module.Engine, "_transition", recording)
+    monkeypatch.setattr(engine_module.StateMachine, "transition", recording)
     url = sim.stream_url("btcusdt@trade")
     flag = {"safe": False}
     with no_leaks():
