@@ -13,7 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from helpers import FAST, no_leaks, wait_for
+from helpers import ENGINE_THREAD_PREFIX, FAST, no_leaks, wait_for
 
 from kstlib.websocket import WebSocketConnectionError, WebSocketError, WebSocketTimeoutError
 from kstlib.websocket.binance import (
@@ -290,9 +290,31 @@ def test_seven_streams_spread_over_three_connections(sim: ExchangeSimulator) -> 
     assert rate_limited(sim) == []
 
 
+def test_merging_several_connections_needs_no_reader_thread(sim: ExchangeSimulator) -> None:
+    """The engines hand their batches to the merged queue themselves: while three
+    connections stream, the client's only threads are their three engine threads, and
+    every stream keeps its order."""
+    before = set(threading.enumerate())
+    streams = [f"s{i}usdt@trade" for i in range(7)]
+    with no_leaks():
+        with client(sim, streams, unwrap=True) as bn:
+            ids: dict[str, list[int]] = defaultdict(list)
+            for name, event in bn.stream():
+                ids[name].append(event["t"])
+                if len(ids) == 7 and min(len(v) for v in ids.values()) >= 5:
+                    break
+            new = [t for t in threading.enumerate() if t not in before]
+            assert sorted(t.name.startswith(ENGINE_THREAD_PREFIX) for t in new) == [True] * 3
+            assert len(bn.connections) == 3
+            assert all(m.stats.messages_received > 0 for m in bn.connections)
+        for got in ids.values():
+            _assert_contiguous(got)
+    assert rate_limited(sim) == []
+
+
 def test_slow_consumer_loses_nothing_and_requests_still_answer() -> None:
     """queue_size=4 with "block": the queues fill, the engines stop reading; a request
-    still gets its reply (the readers stop waiting for room while it is pending), and a
+    still gets its reply (the engines stop waiting for room while it is pending), and a
     late consumer then sees every event of every stream, in order."""
     streams = ["btcusdt@trade", "ethusdt@trade", "solusdt@trade", "bnbusdt@trade"]
     with ExchangeSimulator(event_rate=200, **BINANCE_RULES) as sim, no_leaks():

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from kstlib.websocket._ratelimit import WINDOW_MARGIN, SendRateLimiter
+from kstlib.websocket._ratelimit import WINDOW_MARGIN, SendRateLimiter, SlidingWindow
+from kstlib.websocket.binance import ConnectionPacer
 from kstlib.websocket.engine import backoff_delay
 from kstlib.websocket.models import ReconnectStrategy
 
@@ -62,6 +63,77 @@ def test_acquire_can_be_cancelled() -> None:
 def test_rejects_non_positive_rate() -> None:
     with pytest.raises(ValueError):
         SendRateLimiter(0)
+
+
+def test_sliding_window_with_an_injected_clock() -> None:
+    clock = FakeClock()
+    window = SlidingWindow(3, 10.0, margin=0.5, clock=clock.monotonic, sleep=clock.sleep)
+    assert window.delay() == 0.0
+    for _ in range(3):
+        assert window.acquire()
+    assert clock.now == 1000.0  # three slots: no wait
+    assert window.delay() == pytest.approx(10.5)
+    clock.now += 4.0
+    assert window.delay() == pytest.approx(6.5)
+    assert window.acquire()  # sleeps (fake) until the oldest is window + margin old
+    assert clock.now == pytest.approx(1010.5)
+    # any window + margin span holds at most 3 acquisitions
+    times = [clock.now]
+    for _ in range(10):
+        window.acquire()
+        times.append(clock.now)
+    for t in times:
+        assert len([u for u in times if t <= u < t + 10.5]) <= 3
+
+
+def test_sliding_window_record_and_cancel() -> None:
+    clock = FakeClock()
+    window = SlidingWindow(2, 1.0, clock=clock.monotonic, sleep=clock.sleep)
+    window.record(5)  # capped at the slots; never waits
+    assert window.delay() == pytest.approx(1.0)
+    window.record(0)
+    assert window.delay() == pytest.approx(1.0)
+    stop = threading.Event()
+    stop.set()
+    assert window.acquire(stop) is False  # a set event: gives up without waiting
+    assert clock.now == 1000.0
+    asked: list[float] = []
+
+    def sleep_then_cancel(seconds: float) -> None:
+        asked.append(seconds)
+        clock.now += seconds / 2  # woken early, then cancelled
+        stop.set()
+
+    stop.clear()
+    assert window.acquire(stop.is_set, sleep_then_cancel) is False
+    assert asked == [pytest.approx(1.0)]
+    clock.now += 1.0
+    assert window.acquire(stop)  # a free slot is taken even with the event set
+    for bad in [(0, 1.0, 0.0), (1, 0.0, 0.0), (1, 1.0, -0.1), (1, float("inf"), 0.0)]:
+        with pytest.raises(ValueError):
+            SlidingWindow(*bad)
+
+
+def test_send_limiter_and_connection_pacer_are_the_same_window() -> None:
+    clock = FakeClock()
+    limiter = SendRateLimiter(5, clock=clock.monotonic, sleep=clock.sleep)
+    pacer = ConnectionPacer(5, 1.0, margin=0.1, clock=clock.monotonic, sleep=clock.sleep)
+    assert isinstance(limiter, SlidingWindow) and isinstance(pacer, SlidingWindow)
+    assert pacer.max_attempts == pacer.slots == limiter.slots == 5
+    assert limiter.window + limiter.margin == pytest.approx(pacer.window + pacer.margin)
+    for w in (limiter, pacer):
+        start = clock.now
+        for _ in range(6):
+            assert w.acquire()
+        assert clock.now == pytest.approx(start + 1.1)
+    with pytest.raises(ValueError, match="max_attempts"):
+        ConnectionPacer(0)
+    with pytest.raises(ValueError, match="window"):
+        ConnectionPacer(3, -1.0)
+    with pytest.raises(ValueError, match="margin"):
+        ConnectionPacer(3, 1.0, margin=-1.0)
+    with pytest.raises(ValueError, match="max_send_rate"):
+        SendRateLimiter(float("nan"))
 
 
 def test_backoff_schedule() -> None:

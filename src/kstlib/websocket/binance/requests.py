@@ -1,0 +1,221 @@
+"""Requests to Binance and their replies: ids, the pending table, reply matching.
+
+A request (``SUBSCRIBE``, ``UNSUBSCRIBE``, ``LIST_SUBSCRIPTIONS``, ``SET_PROPERTY``)
+carries a new integer id (1, 2, 3 ... per client). Before it is sent the caller
+registers it with :meth:`Requests.expect`; an engine thread that sees a reply
+(``{"result": ..., "id": N}`` or ``{"error": {...}, "id": N}``) hands it to
+:meth:`Requests.take_reply`, which completes the waiting call; the caller collects the
+replies with :meth:`Requests.wait`, which raises :class:`BinanceRequestError` for an
+error reply and :class:`~kstlib.websocket.WebSocketTimeoutError` when none came in time.
+
+Replies to ids of this client that nobody awaits (resubscriptions after a reconnect,
+late replies) are consumed too, errors among them logged; replies carrying other ids
+are not ours and pass through.
+
+While at least one request waits, the merged queue must not hold an engine thread back
+(the reply could be stuck behind a full queue that only the waiting caller would
+drain): the first registration calls ``hold()``, the last one leaving ``release()``.
+
+Thread-safety: every method may be called from any thread; one lock guards the table
+and is held only for bookkeeping (``hold`` / ``release`` run under it, so they must be
+quick and must not call back).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kstlib.websocket.exceptions import (
+    WebSocketClosedError,
+    WebSocketError,
+    WebSocketTimeoutError,
+)
+
+__all__ = ["BinanceRequestError", "Requests"]
+
+log = logging.getLogger("kstlib.websocket.binance")
+
+
+class BinanceRequestError(WebSocketError):
+    """Binance answered a request with ``{"error": {"code": C, "msg": M}, "id": N}``.
+
+    ``code`` and ``msg`` are Binance's; ``request_id`` the id of the refused request.
+    """
+
+    def __init__(self, code: int, msg: str, request_id: int | None = None) -> None:
+        super().__init__(f"Binance request {request_id} refused (code {code}): {msg}")
+        self.code = code
+        self.msg = msg
+        self.request_id = request_id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.code, self.msg, self.request_id))
+
+
+class _Pending:
+    """One request waiting for its reply (completed by an engine thread)."""
+
+    __slots__ = ("conn", "done", "failure", "method", "reply")
+
+    def __init__(self, method: str, conn: object) -> None:
+        self.method = method
+        self.conn = conn
+        self.done = threading.Event()
+        self.reply: dict[str, Any] | None = None
+        self.failure: BaseException | None = None
+
+    def fail(self, failure: BaseException) -> None:
+        if not self.done.is_set():
+            self.failure = failure
+            self.done.set()
+
+
+def _is_reply(msg: Any) -> bool:
+    """Shape of a reply: a dict with an int ``id`` and ``result`` or ``error``, and
+    neither ``stream`` nor ``e`` (an event may carry an ``id`` of its own)."""
+    if type(msg) is not dict or "id" not in msg or not ("result" in msg or "error" in msg):
+        return False
+    return type(msg["id"]) is int and "stream" not in msg and "e" not in msg
+
+
+def _raise_error_reply(reply: dict[str, Any]) -> None:
+    error = reply.get("error")
+    if error is None:
+        return
+    code = error.get("code", -1) if isinstance(error, dict) else -1
+    text = error.get("msg", str(error)) if isinstance(error, dict) else str(error)
+    raise BinanceRequestError(int(code), str(text), reply.get("id"))
+
+
+class Requests:
+    """The ids and pending requests of one client (see the module docstring).
+
+    ``conn`` arguments identify a connection (compared by identity): a lost connection
+    resolves the requests it owed (:meth:`connection_lost`).
+    """
+
+    def __init__(self, hold: Callable[[], None], release: Callable[[], None]) -> None:
+        self._hold = hold
+        self._release = release
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._last_id = 0
+        self._pending: dict[int, _Pending] = {}
+        self._closed: BaseException | None = None
+
+    # ------------------------------------------------------------------ ids
+
+    def new_id(self) -> int:
+        """The next request id (1, 2, 3 ...)."""
+        with self._lock:
+            rid = next(self._ids)
+            self._last_id = rid
+            return rid
+
+    def subscribe_entry(self, streams: Iterable[str]) -> dict[str, Any]:
+        """A ``SUBSCRIBE`` request for ``streams`` with a new id."""
+        return {"method": "SUBSCRIBE", "params": list(streams), "id": self.new_id()}
+
+    # ------------------------------------------------------------------ the table
+
+    def expect(self, rid: int, method: str, conn: object) -> None:
+        """Register request ``rid`` (sent on ``conn``) before sending it.
+
+        Raises:
+            WebSocketClosedError: the client is closed (:meth:`close`).
+        """
+        with self._lock:
+            if self._closed is not None:
+                raise WebSocketClosedError(None, "BinanceStreams is closed")
+            self._pending[rid] = _Pending(method, conn)
+            if len(self._pending) == 1:
+                self._hold()
+
+    def forget(self, rids: Iterable[int]) -> None:
+        """Stop waiting for ``rids`` (their late replies will be dropped)."""
+        with self._lock:
+            had = bool(self._pending)
+            for rid in rids:
+                self._pending.pop(rid, None)
+            if had and not self._pending:
+                self._release()
+
+    def wait(self, rids: list[int], timeout: float) -> list[dict[str, Any]]:
+        """Wait for the replies of ``rids`` (all within ``timeout`` seconds), then forget
+        them; returns the replies in the order of ``rids``. A request resolved without a
+        reply (an ``UNSUBSCRIBE`` whose connection was lost) gives none.
+
+        Raises:
+            WebSocketTimeoutError: a reply did not come in time (``operation="request"``).
+            BinanceRequestError: the first error reply.
+            WebSocketClosedError / WebSocketError: the client closed, or a connection
+                failed, while waiting; or a ``LIST_SUBSCRIPTIONS`` lost its connection.
+        """
+        deadline = time.monotonic() + timeout
+        try:
+            replies: list[dict[str, Any]] = []
+            for rid in rids:
+                with self._lock:
+                    pending = self._pending.get(rid)
+                if pending is None:  # resolved without a reply
+                    continue
+                if not pending.done.wait(max(0.0, deadline - time.monotonic())):
+                    raise WebSocketTimeoutError("request", timeout)
+                if pending.failure is not None:
+                    raise pending.failure
+                if pending.reply is not None:
+                    replies.append(pending.reply)
+            for reply in replies:
+                _raise_error_reply(reply)
+            return replies
+        finally:
+            self.forget(rids)
+
+    # ------------------------------------------------------------------ engine threads
+
+    def take_reply(self, msg: Any, connection: int) -> bool:
+        """True if ``msg`` is a reply to one of this client's ids: it completes the
+        waiting request, if any, and must not reach the consumer. ``connection`` (its
+        index) is only for the log. Called on engine threads, once per message."""
+        if not _is_reply(msg):
+            return False
+        rid = msg["id"]
+        with self._lock:
+            if not 1 <= rid <= self._last_id:
+                return False
+            pending = self._pending.get(rid)
+        if pending is not None:
+            pending.reply = msg
+            pending.done.set()
+        elif msg.get("error") is not None:
+            log.warning(
+                "Binance refused request %d on connection %d: %r", rid, connection, msg["error"]
+            )
+        return True
+
+    def connection_lost(self, conn: object) -> None:
+        """``conn`` ended, so the replies it owed never come: an ``UNSUBSCRIBE`` is then
+        done (its entry is no longer resent), a ``LIST_SUBSCRIPTIONS`` fails, and a
+        ``SUBSCRIBE`` stays pending (its reply comes from the next connection)."""
+        with self._lock:
+            owed = [p for p in self._pending.values() if p.conn is conn and not p.done.is_set()]
+        for p in owed:
+            if p.method == "UNSUBSCRIBE":
+                p.done.set()
+            elif p.method == "LIST_SUBSCRIPTIONS":
+                p.fail(WebSocketClosedError(None, "connection lost before the reply"))
+
+    def close(self, failure: BaseException) -> None:
+        """Fail every pending request with ``failure``; :meth:`expect` refuses new ones.
+        Idempotent (the first failure stays)."""
+        with self._lock:
+            if self._closed is None:
+                self._closed = failure
+            pending = list(self._pending.values())
+        for p in pending:
+            p.fail(failure)
