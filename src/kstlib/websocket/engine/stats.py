@@ -13,13 +13,25 @@ counters (nothing else is locked while it is held).
 from __future__ import annotations
 
 import threading
+from typing import Literal
 
 from kstlib.websocket.models import DisconnectReason, WebSocketStats
 
 from .clock import Clock
 from .link import Link
 
-__all__ = ["Counters"]
+__all__ = ["Counter", "Counters"]
+
+#: The counters that events add to one by one (the others have methods of their own).
+Counter = Literal[
+    "reconnect_attempts",
+    "callback_errors",
+    "extra_decode_errors",
+    "handovers",
+    "handover_failures",
+    "duplicates_dropped",
+    "overlap_seconds",
+]
 
 
 class Counters:
@@ -49,8 +61,8 @@ class Counters:
         self._gap_seconds = 0.0
         self._gap_started_at: float | None = None
 
-    def add(self, name: str, amount: float = 1) -> None:
-        """Add ``amount`` to the counter attribute ``name`` (e.g. ``"callback_errors"``)."""
+    def add(self, name: Counter, amount: float = 1) -> None:
+        """Add ``amount`` to the counter ``name``."""
         with self.lock:
             setattr(self, name, getattr(self, name) + amount)
 
