@@ -4,8 +4,9 @@ Every front (the managers, the Binance clients) iterates its inbox with these tw
 the rules are written once:
 
 * a whole batch is taken at a time (one lock per batch, none per message);
-* ``hide_markers()``, asked once per batch, True drops the gap markers from it (for a
-  stream that did not ask for events while another one did);
+* ``hide_markers()``, asked once per batch, True hides the gap markers (the types in
+  ``markers``) of that batch from this iterator, for a stream that did not ask for
+  events (a marker put back with the unread rest stays for another iterator);
 * leaving the loop early puts the unread rest of the batch back at the head of the
   queue, in order, for the next iterator;
 * the iterator ends once the inbox is finished and drained, raising the error that
@@ -17,7 +18,7 @@ reaches exactly one of them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
 from typing import Any
 
 from kstlib.websocket.inbox import Inbox, InboxFinished
@@ -26,9 +27,12 @@ from kstlib.websocket.models import GAP_MARKERS
 __all__ = ["drain", "drain_async"]
 
 HideMarkers = Callable[[], bool] | None
+Markers = tuple[type, ...]
 
 
-def drain(inbox: Inbox, hide_markers: HideMarkers = None) -> Iterator[Any]:
+def drain(
+    inbox: Inbox, hide_markers: HideMarkers = None, markers: Markers = GAP_MARKERS
+) -> Iterator[Any]:
     """Blocking iterator over ``inbox`` (see the module docstring)."""
     while True:
         try:
@@ -37,26 +41,32 @@ def drain(inbox: Inbox, hide_markers: HideMarkers = None) -> Iterator[Any]:
             if end.error is not None:
                 raise end.error from None
             return
-        yield from _yield_batch(inbox, batch, hide_markers)
+        hide = markers if hide_markers is not None and hide_markers() else ()
+        yield from _yield_batch(inbox, batch, hide)
 
 
-def _yield_batch(
-    inbox: Inbox, batch: list[Any], hide_markers: HideMarkers
-) -> Generator[Any, None, None]:
-    if hide_markers is not None and hide_markers():
-        batch = [m for m in batch if type(m) not in GAP_MARKERS]
+def _yield_batch(inbox: Inbox, batch: list[Any], hide: Markers) -> Generator[Any, None, None]:
     i = 0
     try:
         for item in batch:
             i += 1
-            yield item
+            if not hide or type(item) not in hide:
+                yield item
     finally:
         if i < len(batch):
             inbox.extend_front(batch[i:])
 
 
-async def drain_async(inbox: Inbox, hide_markers: HideMarkers = None) -> AsyncIterator[Any]:
-    """Asynchronous iterator over ``inbox``; waiting never blocks the event loop."""
+async def drain_async(
+    inbox: Inbox,
+    hide_markers: HideMarkers = None,
+    start: Callable[[], Awaitable[None]] | None = None,
+    markers: Markers = GAP_MARKERS,
+) -> AsyncGenerator[Any, None]:
+    """Asynchronous iterator over ``inbox``; waiting never blocks the event loop.
+    ``start``, if given, is awaited before the first batch (e.g. connect first)."""
+    if start is not None:
+        await start()
     while True:
         try:
             batch = await inbox.get_batch_async()
@@ -64,9 +74,15 @@ async def drain_async(inbox: Inbox, hide_markers: HideMarkers = None) -> AsyncIt
             if end.error is not None:
                 raise end.error from None
             return
-        items = _yield_batch(inbox, batch, hide_markers)
+        hide = markers if hide_markers is not None and hide_markers() else ()
+        # The hot path of the asyncio front: one async-generator step per message, so the
+        # batch loop is written out here rather than delegated to _yield_batch.
+        i = 0
         try:
-            for item in items:
-                yield item
+            for item in batch:
+                i += 1
+                if not hide or type(item) not in hide:
+                    yield item
         finally:
-            items.close()  # puts the unread rest back
+            if i < len(batch):
+                inbox.extend_front(batch[i:])

@@ -103,13 +103,12 @@ class WebSocketManager(BaseManager):
         """Async iterator over incoming messages; same end and error rules, and the same
         ``events=True`` gap markers, as the sync ``stream()``. Connects first if
         ``connect()`` was never called."""
-        return self._iterate(self._hide_markers(events))
+        hide = self._hide_markers(events)
+        return drain_async(self._inbox, hide, None if self._started else self._connect_once)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self.stream()
 
-    async def _iterate(self, hide: Any) -> AsyncIterator[Any]:
+    async def _connect_once(self) -> None:
         if not self._started:
             await self.connect()
-        async for item in drain_async(self._inbox, hide):
-            yield item

@@ -48,9 +48,7 @@ import os
 import threading
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Callable,
-    Generator,
     Iterable,
     Iterator,
     Mapping,
@@ -416,12 +414,11 @@ class Pool:
     def messages(self, events: bool) -> Iterator[Any]:
         """Blocking iterator over the shared inbox (:func:`~kstlib.websocket._stream.drain`);
         without ``events`` the :class:`ConnectionEvent` items are skipped."""
-        items = drain(self.inbox)
-        return items if events else _skip_events(items)
+        return drain(self.inbox, _hide(events), markers=(ConnectionEvent,))
 
     def messages_async(self, events: bool) -> AsyncGenerator[Any, None]:
         """Asynchronous twin of :meth:`messages` (:func:`~kstlib.websocket._stream.drain_async`)."""
-        return _skip_events_async(drain_async(self.inbox), not events)
+        return drain_async(self.inbox, _hide(events), markers=(ConnectionEvent,))
 
     def _on_batch(self, conn: Connection, batch: list[Any]) -> list[Any]:
         """``on_batch`` of ``conn``'s manager, on its engine thread: see the module
@@ -526,23 +523,10 @@ class Pool:
         self.inbox.finish(error)
 
 
-def _skip_events(items: Iterator[Any]) -> Generator[Any, None, None]:
-    try:
-        for item in items:
-            if type(item) is not ConnectionEvent:
-                yield item
-    finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()  # the drain puts the unread rest of its batch back
+def _hide(events: bool) -> Callable[[], bool] | None:
+    """The drain's rule for :class:`ConnectionEvent` items: shown only with ``events``."""
+    return None if events else _always
 
 
-async def _skip_events_async(items: AsyncIterator[Any], skip: bool) -> AsyncGenerator[Any, None]:
-    try:
-        async for item in items:
-            if not skip or type(item) is not ConnectionEvent:
-                yield item
-    finally:
-        aclose = getattr(items, "aclose", None)
-        if aclose is not None:
-            await aclose()
+def _always() -> bool:
+    return True
