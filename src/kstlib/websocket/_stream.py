@@ -48,9 +48,14 @@ def drain(
 def _yield_batch(inbox: Inbox, batch: list[Any], hide: Markers) -> Generator[Any, None, None]:
     i = 0
     try:
-        for item in batch:
-            i += 1
-            if not hide or type(item) not in hide:
+        if hide:
+            for item in batch:
+                i += 1
+                if type(item) not in hide:
+                    yield item
+        else:  # the hot path: no test per message
+            for item in batch:
+                i += 1
                 yield item
     finally:
         if i < len(batch):
@@ -79,9 +84,14 @@ async def drain_async(
         # batch loop is written out here rather than delegated to _yield_batch.
         i = 0
         try:
-            for item in batch:
-                i += 1
-                if not hide or type(item) not in hide:
+            if hide:
+                for item in batch:
+                    i += 1
+                    if type(item) not in hide:
+                        yield item
+            else:
+                for item in batch:
+                    i += 1
                     yield item
         finally:
             if i < len(batch):
