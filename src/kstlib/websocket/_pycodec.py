@@ -47,17 +47,38 @@ Behaviour beyond the contract (these are shared with the C++ module and pinned b
   window, and its compressor never emits a distance larger than the window size minus
   262 (``MAX_DIST``), i.e. at most 250 with 9 bits, so a peer inflating with a 256-byte
   window can always decode what it produces.
+
+Modules: this one holds the interface and :class:`FrameParser`; the pieces it shares with
+the encoder or that stand on their own live beside it, each the twin of a C++ file:
+``_pycodec_frame`` (opcodes, masking, close payloads), ``_pycodec_utf8`` (UTF-8
+validation), ``_pycodec_deflate`` (permessage-deflate) and ``_pycodec_encoder``
+(:class:`FrameEncoder`). Import them from here: this module is the codec.
+
+Thread-safety: a parser or an encoder belongs to one connection and is used by one
+thread at a time; the functions are pure.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
-import os
 import zlib
 from collections.abc import Callable
 from typing import Any, Final
 
+from kstlib.websocket._pycodec_deflate import TAIL, Inflater
+from kstlib.websocket._pycodec_encoder import FrameEncoder
+from kstlib.websocket._pycodec_frame import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    apply_mask,
+    parse_close,
+)
+from kstlib.websocket._pycodec_utf8 import Utf8Decoder, utf8_prefix_ok, validate_utf8
 from kstlib.websocket.exceptions import WebSocketProtocolError
 
 __all__ = [
@@ -78,118 +99,65 @@ __all__ = [
     "validate_utf8",
 ]
 
-OP_CONTINUATION: Final = 0
-OP_TEXT: Final = 1
-OP_BINARY: Final = 2
-OP_CLOSE: Final = 8
-OP_PING: Final = 9
-OP_PONG: Final = 10
-
 MODE_BYTES: Final = 0
 MODE_TEXT: Final = 1
 MODE_JSON: Final = 2
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 
-_TAIL: Final = b"\x00\x00\xff\xff"  # what Z_SYNC_FLUSH ends with (RFC 7692 7.2.1)
-_WINDOW: Final = 32768  # bytes of history a 15-bit inflater keeps
 _MAX_LEN: Final = (1 << 63) - 1
-
-_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
-
-
-# ------------------------------------------------------------------ small functions
-
-
-def apply_mask(data: bytes | bytearray | memoryview, key: bytes | bytearray | memoryview) -> bytes:
-    """Return ``data`` XOR the repeated 4-byte ``key`` (RFC 6455 section 5.3).
-
-    Masking and unmasking are the same operation. ``ValueError`` if ``key`` is not 4 bytes.
-    The whole buffer is XORed as one integer, so the cost is a few linear passes in C.
-    """
-    key = bytes(key)
-    if len(key) != 4:
-        raise ValueError("mask key must be 4 bytes")
-    data = bytes(data)
-    n = len(data)
-    if n == 0:
-        return b""
-    full = key * ((n + 3) >> 2)
-    if len(full) != n:
-        full = full[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(full, "little")).to_bytes(n, "little")
-
-
-def validate_utf8(data: bytes | bytearray | memoryview) -> bool:
-    """Return True when ``data`` is complete, valid UTF-8 (RFC 3629: no surrogates,
-    no overlong forms, nothing above U+10FFFF)."""
-    try:
-        str(data, "utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _close_code_allowed(code: int) -> bool:
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
-
-
-def parse_close(payload: bytes | bytearray | memoryview) -> tuple[int | None, str]:
-    """Decode a close frame payload into ``(code, reason)``.
-
-    An empty payload gives ``(None, "")``. Raises ``WebSocketProtocolError`` with close code
-    1002 for a 1-byte payload, a payload over 125 bytes or a code that may not be sent
-    (allowed: 1000-1003, 1007-1014, 3000-4999), and 1007 for a reason that is not valid
-    UTF-8. The code is checked before the reason.
-    """
-    payload = bytes(payload)
-    n = len(payload)
-    if n == 0:
-        return None, ""
-    if n == 1:
-        raise WebSocketProtocolError(1002, "close frame payload of 1 byte")
-    if n > 125:
-        raise WebSocketProtocolError(1002, "close frame payload longer than 125 bytes")
-    code = (payload[0] << 8) | payload[1]
-    if not _close_code_allowed(code):
-        raise WebSocketProtocolError(1002, f"invalid close code {code}")
-    try:
-        reason = payload[2:].decode("utf-8")
-    except UnicodeDecodeError:
-        raise WebSocketProtocolError(1007, "invalid UTF-8 in close reason") from None
-    return code, reason
-
-
-def _utf8_prefix_ok(tail: bytes) -> bool:
-    """Can ``tail`` (an incomplete sequence of 1 to 3 bytes) start a valid character?
-
-    CPython's incremental decoder accepts some impossible prefixes while it waits for more
-    bytes (``ED A0``: a surrogate); this closes that gap so failures are immediate.
-    """
-    b0 = tail[0]
-    if not 0xC2 <= b0 <= 0xF4:
-        return False
-    if len(tail) >= 2:
-        b1 = tail[1]
-        lo, hi = 0x80, 0xBF
-        if b0 == 0xE0:
-            lo = 0xA0
-        elif b0 == 0xED:
-            hi = 0x9F
-        elif b0 == 0xF0:
-            lo = 0x90
-        elif b0 == 0xF4:
-            hi = 0x8F
-        if not lo <= b1 <= hi:
-            return False
-        for b in tail[2:]:
-            if not 0x80 <= b <= 0xBF:
-                return False
-    return True
 
 
 def _error(code: int, text: str) -> WebSocketProtocolError:
     return WebSocketProtocolError(code, text)
+
+
+def _header_error(b0: int, b1: int, inflate: bool) -> WebSocketProtocolError:
+    """The violation in the RSV bits or the MASK bit of a header (all 1002).
+
+    Called only when there is one (see :func:`_rsv_table`): RSV2 or RSV3 set; RSV1 set
+    without ``inflate`` (permessage-deflate not negotiated) or on a frame other than the
+    first of a data message; or, failing those, a masked frame.
+    """
+    if b0 & 0x30:
+        return _error(1002, "reserved bits RSV2/RSV3 set")
+    if b0 & 0x40:
+        if not inflate:
+            return _error(1002, "reserved bit RSV1 set without a negotiated extension")
+        op = b0 & 0x0F
+        if op != OP_TEXT and op != OP_BINARY:
+            return _error(1002, "reserved bit RSV1 set on a control or continuation frame")
+    return _error(1002, "masked frame from the server")
+
+
+def _rsv_table(inflate: bool) -> tuple[int, ...]:
+    """For each first header byte, 1 when its RSV bits are a violation, else 0.
+
+    RSV2 and RSV3 never may be set; RSV1 only with ``inflate`` and on a text or binary
+    frame (the first of a message: RSV1 on a continuation is refused as well). A table,
+    so that the parser's loop tests a compressed frame's header without a call.
+    """
+    return tuple(
+        1 if b & 0x30 or (b & 0x40 and not (inflate and (b & 0x0F) in (OP_TEXT, OP_BINARY))) else 0
+        for b in range(256)
+    )
+
+
+_RSV_BAD: Final = _rsv_table(inflate=False)
+_RSV_BAD_INFLATE: Final = _rsv_table(inflate=True)
+
+
+def _data_opcode_error(op: int) -> WebSocketProtocolError:
+    """The violation of a data-frame opcode that is out of sequence or unknown (1002).
+
+    Called only for an invalid one: ``op`` in 3..7, a continuation with no message
+    started, or a new message while a fragmented one is in progress.
+    """
+    if op > 2:
+        return _error(1002, f"unknown opcode {op}")
+    if op == OP_CONTINUATION:
+        return _error(1002, "continuation frame without a message started")
+    return _error(1002, "new data message inside a fragmented message")
 
 
 # ------------------------------------------------------------------ parser
@@ -215,8 +183,6 @@ class FrameParser:
         "_error",
         "_f_fin",
         "_f_left",
-        "_hist",
-        "_hist_len",
         "_in_payload",
         "_inflate",
         "_inflate_nct",
@@ -231,6 +197,7 @@ class FrameParser:
         "_msg_op",
         "_msg_wire",
         "_pieces",
+        "_rsv_bad",
         "_strs",
         "_zbuf",
     )
@@ -263,9 +230,8 @@ class FrameParser:
         self._inflate = bool(inflate)
         self._inflate_nct = bool(inflate_no_context_takeover)
         self._inflate_window_bits = int(inflate_window_bits)
-        self._inflater: Any = None  # zlib decompress object, created on first use
-        self._hist: list[bytes] = []  # output of earlier compressed messages (dictionary)
-        self._hist_len = 0
+        self._rsv_bad = _RSV_BAD_INFLATE if self._inflate else _RSV_BAD
+        self._inflater = Inflater()  # zlib is only set up by the first compressed frame
         self._buf = b""
         self._in_payload = False
         self._f_fin = False
@@ -320,7 +286,13 @@ class FrameParser:
     def feed(
         self, data: bytes | bytearray | memoryview
     ) -> tuple[list[Any], list[tuple[int, bytes]], WebSocketProtocolError | None]:
-        """Consume ``data``; return ``(messages, controls, error)`` (see the module docs)."""
+        """Consume ``data``; return ``(messages, controls, error)`` (see the module docs).
+
+        The hot path of the pure-Python codec, kept in one loop on purpose (a call per
+        frame would cost more than the frame's own work): the checks that can only fail
+        (:func:`_header_error`, :func:`_data_opcode_error`) and the rare control frames
+        (:meth:`_control_frame`) are out of line, behind one test each.
+        """
         if self._error is not None:
             return [], [], self._error
         if self._closed:
@@ -335,6 +307,7 @@ class FrameParser:
         n = len(data)
         pos = 0
         err: WebSocketProtocolError | None = None
+        rsv_bad = self._rsv_bad
         while True:
             if self._in_payload:
                 left = self._f_left
@@ -342,12 +315,12 @@ class FrameParser:
                 if left > avail:
                     if avail == 0:
                         break
-                    piece = data[pos:] if pos else data
+                    piece = data[pos:]  # the whole of data when pos == 0: no copy
                     pos = n
                     self._f_left = left - avail
                     err = self._data(piece, False, messages)
                 else:
-                    piece = data[pos : pos + left] if (pos or left != n) else data
+                    piece = data[pos : pos + left]
                     pos += left
                     self._f_left = 0
                     self._in_payload = False
@@ -361,58 +334,20 @@ class FrameParser:
                 break
             b0 = data[pos]
             b1 = data[pos + 1]
-            op = b0 & 0x0F
             # -- everything decidable from the first two bytes (all 1002)
-            if b0 & 0x70:
-                if b0 & 0x30:
-                    err = _error(1002, "reserved bits RSV2/RSV3 set")
-                    break
-                if not self._inflate:
-                    err = _error(1002, "reserved bit RSV1 set without a negotiated extension")
-                    break
-                if op != OP_TEXT and op != OP_BINARY:
-                    err = _error(1002, "reserved bit RSV1 set on a control or continuation frame")
-                    break
-            if b1 & 0x80:
-                err = _error(1002, "masked frame from the server")
+            if rsv_bad[b0] | (b1 & 0x80):  # an RSV bit not allowed, or MASK
+                err = _header_error(b0, b1, self._inflate)
                 break
+            op = b0 & 0x0F
             length = b1 & 0x7F
             if op >= 8:
-                if op > 10:
-                    err = _error(1002, f"unknown opcode {op}")
+                end, err = self._control_frame(data, pos, b0, length, controls)
+                if end == pos:  # incomplete, or a violation
                     break
-                if not b0 & 0x80:
-                    err = _error(1002, "fragmented control frame")
-                    break
-                if length > 125:
-                    err = _error(1002, "control frame payload longer than 125 bytes")
-                    break
-                end = pos + 2 + length
-                if end > n:
-                    break  # wait for the whole control frame
-                payload = data[pos + 2 : end]
-                pos = end
-                if op == OP_CLOSE:
-                    try:
-                        parse_close(payload)
-                    except WebSocketProtocolError as exc:
-                        err = exc
-                        break
-                    controls.append((op, payload))
-                    self._closed = True
-                    self._reset_message()
-                    break
-                controls.append((op, payload))
+                pos = end  # len(data) after a close frame: the rest is ignored
                 continue
-            if op == OP_CONTINUATION:
-                if not self._msg_op:
-                    err = _error(1002, "continuation frame without a message started")
-                    break
-            elif op > 2:
-                err = _error(1002, f"unknown opcode {op}")
-                break
-            elif self._msg_op:
-                err = _error(1002, "new data message inside a fragmented message")
+            if op > 2 or (op == OP_CONTINUATION) == (not self._msg_op):
+                err = _data_opcode_error(op)
                 break
             # -- extended length, then the size limit
             if length == 126:
@@ -430,13 +365,15 @@ class FrameParser:
                 pos += 10
             else:
                 pos += 2
-            wire = self._msg_wire + length if op == OP_CONTINUATION else length
+            if op:  # the first frame of a message (a failure below fails the parser)
+                self._msg_op = op
+                self._msg_compressed = bool(b0 & 0x40)
+                wire = length
+            else:
+                wire = self._msg_wire + length
             if wire > self._max:
                 err = _error(1009, f"message larger than max_message_size ({self._max} bytes)")
                 break
-            if op != OP_CONTINUATION:
-                self._msg_op = op
-                self._msg_compressed = bool(b0 & 0x40)
             self._msg_wire = wire
             self._f_fin = bool(b0 & 0x80)
             self._f_left = length
@@ -446,9 +383,41 @@ class FrameParser:
             self._reset_message()
             self._buf = b""
             return messages, controls, err
-        if not self._closed and pos < n:
+        if pos < n:  # never after a close frame: pos is then n
             self._buf = data[pos:]
         return messages, controls, None
+
+    def _control_frame(
+        self, data: bytes, pos: int, b0: int, length: int, controls: list[tuple[int, bytes]]
+    ) -> tuple[int, WebSocketProtocolError | None]:
+        """Take the control frame whose header starts at ``pos``; return ``(end, error)``.
+
+        ``end == pos`` when nothing was taken: the frame is not complete yet (``error`` is
+        None: wait for more input) or it violates the protocol (1002; a close payload may
+        give 1007). A close frame closes the parser and gives ``end == len(data)``.
+        """
+        op = b0 & 0x0F
+        if op > 10:
+            return pos, _error(1002, f"unknown opcode {op}")
+        if not b0 & 0x80:
+            return pos, _error(1002, "fragmented control frame")
+        if length > 125:
+            return pos, _error(1002, "control frame payload longer than 125 bytes")
+        end = pos + 2 + length
+        if end > len(data):
+            return pos, None  # wait for the whole control frame
+        payload = data[pos + 2 : end]
+        if op == OP_CLOSE:
+            try:
+                parse_close(payload)
+            except WebSocketProtocolError as exc:
+                return pos, exc
+            controls.append((op, payload))
+            self._closed = True
+            self._reset_message()
+            return len(data), None
+        controls.append((op, payload))
+        return end, None
 
     # -------------------------------------------------------------- message assembly
 
@@ -480,12 +449,12 @@ class FrameParser:
                 piece = b"".join(self._zbuf)
                 self._zbuf = []
             if final:
-                piece += _TAIL
+                piece += TAIL
             elif not piece:
                 return None
             allowed = self._max - self._msg_len
             try:
-                inflated, too_big = self._inflate_piece(piece, allowed)
+                inflated, too_big = self._inflater.inflate(piece, allowed, self._pieces)
             except zlib.error:
                 return _error(1007, "corrupt deflate stream")
             if too_big:
@@ -511,14 +480,14 @@ class FrameParser:
     def _text_piece(self, piece: bytes, final: bool) -> WebSocketProtocolError | None:
         dec = self._dec
         if dec is None:
-            dec = self._dec = _Utf8Decoder()
+            dec = self._dec = Utf8Decoder()
         try:
             s = dec.decode(piece, final)
         except UnicodeDecodeError:
             return _error(1007, "invalid UTF-8 in a text message")
         if not final:
             tail = dec.getstate()[0]
-            if tail and not _utf8_prefix_ok(tail):
+            if tail and not utf8_prefix_ok(tail):
                 return _error(1007, "invalid UTF-8 in a text message")
         if self._mode == MODE_TEXT and s:
             self._strs.append(s)
@@ -566,13 +535,11 @@ class FrameParser:
         self._messages_received += 1
         if self._msg_compressed:
             if self._inflate_nct:
-                self._inflater = None
-                self._hist = []
-                self._hist_len = 0
+                self._inflater.reset()
             else:
                 for piece in pieces:
                     if piece:
-                        self._remember(piece)
+                        self._inflater.remember(piece)
         self._msg_op = 0
         self._msg_wire = 0
         self._msg_len = 0
@@ -581,209 +548,3 @@ class FrameParser:
         if self._strs:
             self._strs = []
         self._dec = None
-
-    def _remember(self, output: bytes) -> None:
-        """Keep the last 32 KiB of inflated output (needed only to restart after BFINAL)."""
-        if len(output) >= _WINDOW:
-            self._hist = [output[-_WINDOW:]]
-            self._hist_len = _WINDOW
-            return
-        hist = self._hist
-        hist.append(output)
-        self._hist_len += len(output)
-        while self._hist_len - len(hist[0]) >= _WINDOW:
-            self._hist_len -= len(hist.pop(0))
-
-    def _window(self) -> bytes:
-        """The last 32 KiB of output since the last reset, before the current pass."""
-        parts: list[bytes] = []
-        need = _WINDOW
-        for seq in (self._pieces, self._hist):
-            for part in reversed(seq):
-                parts.append(part)
-                need -= len(part)
-                if need <= 0:
-                    break
-            if need <= 0:
-                break
-        parts.reverse()
-        return b"".join(parts)[-_WINDOW:]
-
-    def _inflate_piece(self, data: bytes, allowed: int) -> tuple[bytes, bool]:
-        """Inflate ``data``; return ``(output, too_big)`` where ``too_big`` means more than
-        ``allowed`` bytes came out (then ``output`` holds ``allowed + 1`` bytes).
-        Raises ``zlib.error`` for a corrupt stream.
-
-        A BFINAL block ends the raw stream; what follows goes to a new raw stream whose
-        preset dictionary is the window so far (RFC 7692 7.2.3.3). Each such restart costs
-        one 32 KiB copy, never a pass over the whole message.
-        """
-        d = self._inflater
-        if d is None:
-            d = self._inflater = zlib.decompressobj(-15)
-        limit = allowed + 1
-        outs: list[bytes] = []
-        produced = 0
-        window: bytes | None = None
-        while True:
-            chunk = d.decompress(data, limit - produced)
-            if chunk:
-                outs.append(chunk)
-                produced += len(chunk)
-                if produced > allowed:
-                    return b"".join(outs), True
-            if not d.eof:
-                break
-            data = d.unused_data
-            window = self._window() if window is None else window
-            window = (window + chunk)[-_WINDOW:] if chunk else window
-            d = self._inflater = (
-                zlib.decompressobj(-15, zdict=window) if window else zlib.decompressobj(-15)
-            )
-            if not data:
-                break
-        if not outs:
-            return b"", False
-        return (outs[0] if len(outs) == 1 else b"".join(outs)), False
-
-
-# ------------------------------------------------------------------ encoder
-
-
-class FrameEncoder:
-    """Builds client frames; see :mod:`kstlib.websocket.codec`.
-
-    Every frame is masked with a fresh key from :func:`os.urandom`. With ``deflate`` every
-    data message is compressed (also empty ones, which become the single byte ``00``).
-
-    Thread-safety: one encoder per connection, used by one thread at a time (the caller
-    holds its write lock): with context takeover the compressor state must follow the
-    order in which frames are written.
-    """
-
-    __slots__ = (
-        "_bytes_sent",
-        "_compressor",
-        "_deflate",
-        "_deflate_nct",
-        "_deflate_wbits",
-        "_fragment_size",
-        "_messages_sent",
-    )
-
-    def __init__(
-        self,
-        *,
-        deflate: bool = False,
-        deflate_no_context_takeover: bool = False,
-        deflate_window_bits: int = 15,
-        fragment_size: int = 0,
-    ) -> None:
-        """Create an encoder.
-
-        ``ValueError`` when ``deflate_window_bits`` is not in 8..15 (8 compresses with a
-        9-bit zlib window, which never refers further back than 250 bytes; see the module
-        docs) or ``fragment_size`` is negative.
-        """
-        if not 8 <= deflate_window_bits <= 15:
-            raise ValueError("deflate_window_bits must be in 8..15")
-        if fragment_size < 0:
-            raise ValueError("fragment_size must be >= 0")
-        self._deflate = bool(deflate)
-        self._deflate_nct = bool(deflate_no_context_takeover)
-        self._deflate_wbits = max(9, int(deflate_window_bits))
-        self._fragment_size = int(fragment_size)
-        self._compressor: Any = None
-        self._messages_sent = 0
-        self._bytes_sent = 0
-
-    @property
-    def messages_sent(self) -> int:
-        """Data messages encoded so far."""
-        return self._messages_sent
-
-    @property
-    def bytes_sent(self) -> int:
-        """Wire bytes produced so far (every frame, headers included)."""
-        return self._bytes_sent
-
-    def encode(self, opcode: int, payload: bytes | bytearray | memoryview | str) -> bytes:
-        """Encode one data message or one control frame; see :mod:`kstlib.websocket.codec`.
-
-        ``ValueError`` for an opcode other than text, binary, close, ping and pong, for a
-        control payload over 125 bytes, and for an ``OP_CLOSE`` payload that
-        :func:`parse_close` would reject. A ``bytes`` text payload is sent as is (not
-        validated).
-        """
-        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
-        if opcode in (OP_TEXT, OP_BINARY):
-            first = 0x80 | opcode
-            if self._deflate:
-                c = self._compressor
-                if c is None:
-                    c = self._compressor = zlib.compressobj(
-                        zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self._deflate_wbits, 8
-                    )
-                data = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
-                if data.endswith(_TAIL):
-                    data = data[:-4]
-                if self._deflate_nct:
-                    self._compressor = None
-                first |= 0x40
-            size = self._fragment_size
-            if size and len(data) > size:
-                frames = []
-                last = len(data) - size
-                for start in range(0, len(data), size):
-                    b0 = (first & 0x7F) if start == 0 else 0
-                    if start >= last:
-                        b0 |= 0x80
-                    frames.append(_frame(b0, data[start : start + size]))
-                wire = b"".join(frames)
-            else:
-                wire = _frame(first, data)
-            self._messages_sent += 1
-        elif opcode in (OP_CLOSE, OP_PING, OP_PONG):
-            if len(data) > 125:
-                raise ValueError("control frame payload longer than 125 bytes")
-            if opcode == OP_CLOSE:
-                try:
-                    parse_close(data)
-                except WebSocketProtocolError as exc:
-                    raise ValueError(f"invalid close payload: {exc}") from None
-            wire = _frame(0x80 | opcode, data)
-        else:
-            raise ValueError(f"cannot encode opcode {opcode!r}")
-        self._bytes_sent += len(wire)
-        return wire
-
-    def encode_close(self, code: int | None = None, reason: str = "") -> bytes:
-        """Encode a close frame.
-
-        ``code=None`` gives an empty payload (then ``reason`` must be empty). ``ValueError``
-        for a code that may not be sent (allowed: 1000-1003, 1007-1014, 3000-4999), a
-        reason without a code, or a payload (2 + UTF-8 reason) over 125 bytes.
-        """
-        if code is None:
-            if reason:
-                raise ValueError("a close reason needs a close code")
-            return self.encode(OP_CLOSE, b"")
-        if not _close_code_allowed(code):
-            raise ValueError(f"close code {code} may not be sent")
-        payload = code.to_bytes(2, "big") + reason.encode("utf-8")
-        if len(payload) > 125:
-            raise ValueError("close reason too long (payload over 125 bytes)")
-        return self.encode(OP_CLOSE, payload)
-
-
-def _frame(b0: int, payload: bytes) -> bytes:
-    """One masked frame: first byte ``b0``, payload masked with a fresh random key."""
-    key = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        header = bytes((b0, 0x80 | n))
-    elif n < 65536:
-        header = bytes((b0, 0xFE, n >> 8, n & 0xFF))
-    else:
-        header = bytes((b0, 0xFF)) + n.to_bytes(8, "big")
-    return header + key + apply_mask(payload, key)
