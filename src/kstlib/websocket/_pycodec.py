@@ -192,13 +192,12 @@ class FrameParser:
         "_max",
         "_messages_received",
         "_mode",
+        "_msg",
         "_msg_compressed",
         "_msg_len",
         "_msg_op",
         "_msg_wire",
-        "_pieces",
         "_rsv_bad",
-        "_strs",
         "_zbuf",
     )
 
@@ -240,8 +239,7 @@ class FrameParser:
         self._msg_compressed = False
         self._msg_wire = 0
         self._msg_len = 0
-        self._pieces: list[bytes] = []
-        self._strs: list[str] = []
+        self._msg = bytearray()  # the data message being assembled, in one growing buffer
         self._zbuf: list[bytes] = []  # compressed bytes of the current, incomplete frame
         self._dec: codecs.IncrementalDecoder | None = None
         self._messages_received = 0
@@ -425,8 +423,7 @@ class FrameParser:
         self._msg_op = 0
         self._msg_wire = 0
         self._msg_len = 0
-        self._pieces = []
-        self._strs = []
+        self._msg = bytearray()
         self._zbuf = []
         self._dec = None
         self._in_payload = False
@@ -454,7 +451,7 @@ class FrameParser:
                 return None
             allowed = self._max - self._msg_len
             try:
-                inflated, too_big = self._inflater.inflate(piece, allowed, self._pieces)
+                inflated, too_big = self._inflater.inflate(piece, allowed, self._msg)
             except zlib.error:
                 return _error(1007, "corrupt deflate stream")
             if too_big:
@@ -465,13 +462,13 @@ class FrameParser:
                 return _error(1009, f"decompressed message larger than {self._max} bytes")
             piece = inflated
         if text:
-            if final and self._dec is None and not self._pieces:
+            if final and self._dec is None and not self._msg:
                 return self._deliver_whole_text(piece, out)
             err = self._text_piece(piece, final)
             if err is not None:
                 return err
         if piece:
-            self._pieces.append(piece)
+            self._msg += piece
             self._msg_len += len(piece)
         if final:
             self._deliver(out)
@@ -489,8 +486,7 @@ class FrameParser:
             tail = dec.getstate()[0]
             if tail and not utf8_prefix_ok(tail):
                 return _error(1007, "invalid UTF-8 in a text message")
-        if self._mode == MODE_TEXT and s:
-            self._strs.append(s)
+        del s  # validated only: the message is decoded once, whole, when it ends
         return None
 
     def _deliver_whole_text(self, payload: bytes, out: list[Any]) -> WebSocketProtocolError | None:
@@ -511,7 +507,7 @@ class FrameParser:
                 out.append(payload)
             else:
                 out.append(self._json(payload))
-        self._finish_message([payload])
+        self._finish_message(payload)
         return None
 
     def _json(self, payload: bytes) -> Any:
@@ -522,29 +518,24 @@ class FrameParser:
             return payload.decode("utf-8")
 
     def _deliver(self, out: list[Any]) -> None:
-        pieces = self._pieces
+        payload = bytes(self._msg)  # the one copy of a fragmented message
         if self._msg_op == OP_TEXT and self._mode == MODE_TEXT:
-            out.append("".join(self._strs))
+            out.append(payload.decode("utf-8"))  # validated piece by piece already
         else:
-            payload = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             text_json = self._msg_op == OP_TEXT and self._mode == MODE_JSON
             out.append(self._json(payload) if text_json else payload)
-        self._finish_message(pieces)
+        self._finish_message(payload)
 
-    def _finish_message(self, pieces: list[bytes]) -> None:
+    def _finish_message(self, payload: bytes) -> None:
         self._messages_received += 1
         if self._msg_compressed:
             if self._inflate_nct:
                 self._inflater.reset()
-            else:
-                for piece in pieces:
-                    if piece:
-                        self._inflater.remember(piece)
+            elif payload:
+                self._inflater.remember(payload)
         self._msg_op = 0
         self._msg_wire = 0
         self._msg_len = 0
-        if self._pieces:
-            self._pieces = []
-        if self._strs:
-            self._strs = []
+        if self._msg:
+            self._msg = bytearray()
         self._dec = None

@@ -41,10 +41,10 @@ class Inflater:
         self._hist: list[bytes] = []  # output of earlier compressed messages (dictionary)
         self._hist_len = 0
 
-    def inflate(self, data: bytes, allowed: int, pieces: list[bytes]) -> tuple[bytes, bool]:
+    def inflate(self, data: bytes, allowed: int, current: bytearray) -> tuple[bytes, bool]:
         """Inflate ``data``; return ``(output, too_big)`` where ``too_big`` means more than
         ``allowed`` bytes came out (then ``output`` holds ``allowed + 1`` bytes).
-        Raises ``zlib.error`` for a corrupt stream. ``pieces`` is the output of the current
+        Raises ``zlib.error`` for a corrupt stream. ``current`` is the output of the current
         message so far (part of the window).
 
         A BFINAL block ends the raw stream; what follows goes to a new raw stream whose
@@ -68,7 +68,7 @@ class Inflater:
             if not d.eof:
                 break
             data = d.unused_data
-            window = self._window(pieces) if window is None else window
+            window = self._window(current) if window is None else window
             window = (window + chunk)[-_WINDOW:] if chunk else window
             d = self._d = (
                 zlib.decompressobj(-15, zdict=window) if window else zlib.decompressobj(-15)
@@ -100,11 +100,11 @@ class Inflater:
         while self._hist_len - len(hist[0]) >= _WINDOW:
             self._hist_len -= len(hist.pop(0))
 
-    def _window(self, pieces: list[bytes]) -> bytes:
+    def _window(self, current: bytearray) -> bytes:
         """The last 32 KiB of output since the last reset, before the current pass."""
         parts: list[bytes] = []
         need = _WINDOW
-        for seq in (pieces, self._hist):
+        for seq in ([bytes(current[-_WINDOW:])], self._hist):
             for part in reversed(seq):
                 parts.append(part)
                 need -= len(part)
