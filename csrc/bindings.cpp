@@ -156,6 +156,7 @@ public:
 
     uint64_t messages_received() const { return core_.messages_received(); }
     uint64_t bytes_received() const { return core_.bytes_received(); }
+    uint64_t payload_bytes() const { return core_.payload_bytes(); }
     uint64_t decode_errors() const { return decode_errors_; }
     bool closed() const { return core_.closed(); }
     bool failed() const { return core_.failed(); }
@@ -460,6 +461,7 @@ PYBIND11_MODULE(_speedups, m) {
              "feed(data) -> (messages, controls, error)")
         .def_property_readonly("messages_received", &FrameParser::messages_received)
         .def_property_readonly("bytes_received", &FrameParser::bytes_received)
+        .def_property_readonly("payload_bytes", &FrameParser::payload_bytes)
         .def_property_readonly("decode_errors", &FrameParser::decode_errors)
         .def_property_readonly("closed", &FrameParser::closed)
         .def_property_readonly("failed", &FrameParser::failed);

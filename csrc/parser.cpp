@@ -214,6 +214,7 @@ size_t Parser::consume_payload(const uint8_t* data, size_t pos, size_t len) {
             }
             msgs_.push_back(Message{pos, take, msg_opcode_, Where::Input, utf8_.non_ascii()});
             messages_received_.add(1);
+            payload_bytes_.add(take);
             in_msg_ = false;
             st_ = ST_HEADER;
             return pos + take;
@@ -258,6 +259,7 @@ void Parser::frame_done() {
     msgs_.push_back(Message{msg_start_, arena_.size() - msg_start_, msg_opcode_, Where::Arena,
                             utf8_.non_ascii()});
     messages_received_.add(1);
+    payload_bytes_.add(arena_.size() - msg_start_);
     in_msg_ = false;
     msg_start_ = arena_.size();
 }

@@ -110,12 +110,14 @@ public:
     // Forget the events returned so far (the caller has copied them out).
     void end_batch();
 
-    // closed(), failed(), messages_received() and bytes_received() may be read from any
+    // closed(), failed() and the counters may be read from any
     // thread at any time (a snapshot); everything else belongs to the owning thread.
     bool closed() const { return closed_.get(); }
     bool failed() const { return failed_.get(); }
     uint64_t messages_received() const { return messages_received_.get(); }  // data messages
     uint64_t bytes_received() const { return bytes_received_.get(); }  // wire bytes fed
+    // payload bytes of the completed data messages, after decompression
+    uint64_t payload_bytes() const { return payload_bytes_.get(); }
     const ProtocolError& error() const { return err_; }
 
 
@@ -162,6 +164,7 @@ private:
     Published<bool> failed_;
     Published<uint64_t> messages_received_;
     Published<uint64_t> bytes_received_;
+    Published<uint64_t> payload_bytes_;
     ProtocolError err_;
 };
 

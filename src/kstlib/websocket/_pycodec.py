@@ -177,6 +177,7 @@ class FrameParser:
     __slots__ = (
         "_buf",
         "_bytes_received",
+        "_payload_bytes",
         "_closed",
         "_dec",
         "_decode_errors",
@@ -244,6 +245,7 @@ class FrameParser:
         self._dec: codecs.IncrementalDecoder | None = None
         self._messages_received = 0
         self._bytes_received = 0
+        self._payload_bytes = 0
         self._decode_errors = 0
         self._closed = False
         self._error: WebSocketProtocolError | None = None
@@ -263,6 +265,11 @@ class FrameParser:
         closes or fails it is counted whole.
         """
         return self._bytes_received
+
+    @property
+    def payload_bytes(self) -> int:
+        """Payload bytes of the completed data messages, after decompression."""
+        return self._payload_bytes
 
     @property
     def decode_errors(self) -> int:
@@ -528,6 +535,7 @@ class FrameParser:
 
     def _finish_message(self, payload: bytes) -> None:
         self._messages_received += 1
+        self._payload_bytes += len(payload)
         if self._msg_compressed:
             if self._inflate_nct:
                 self._inflater.reset()

@@ -51,7 +51,8 @@ inflate=False, inflate_no_context_takeover=False, inflate_window_bits=15)``
     deflate stream -> 1007.
 
     Counters (read-only ints): ``messages_received`` (data messages completed),
-    ``bytes_received`` (wire bytes fed, headers included), ``decode_errors``.
+    ``bytes_received`` (wire bytes fed, headers included), ``payload_bytes`` (payload
+    bytes of the completed data messages, after decompression), ``decode_errors``.
     Other attributes: ``closed`` (bool), ``failed`` (bool).
 
 ``FrameEncoder(*, deflate=False, deflate_no_context_takeover=False, deflate_window_bits=15,
