@@ -90,6 +90,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "ping_timeout": 10.0,
     "close_timeout": 5.0,
     "queue_size": 1000,
+    "queue_max_bytes": 16 * 1024 * 1024,
     "queue_overflow": "block",
     "max_message_size": 16 * 1024 * 1024,
     "max_connection_age": None,
@@ -209,6 +210,7 @@ PRECEDENCE: dict[str, tuple[Any, Any, Any, Any]] = {
     "ping_timeout": (3, 4, 3.0, 4.0),
     "close_timeout": (1, 0.5, 1.0, 0.5),
     "queue_size": (5, 7, 5, 7),
+    "queue_max_bytes": (None, 4096, None, 4096),
     "queue_overflow": ("drop_oldest", "block", "drop_oldest", "block"),
     "max_message_size": (1024, 2**31, 1024, 2**31),
     "max_connection_age": (86_000, None, 86_000.0, None),
@@ -656,6 +658,10 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("compression", "permessage-deflate"),
     ("handover", "yes"),
     ("handover", 1),
+    ("queue_max_bytes", 0),
+    ("queue_max_bytes", 1.5),
+    ("queue_max_bytes", "16MiB"),
+    ("queue_max_bytes", 2**40 + 1),
 ]
 
 

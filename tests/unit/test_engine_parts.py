@@ -246,8 +246,9 @@ def test_counters_book_each_disconnect_once_and_time_the_gaps() -> None:
     assert c.connected(103.0) is False
     c.disconnected(DisconnectReason.SCHEDULED, gap=False)
     clock.now = 110.0
-    s = c.snapshot(connects=2, dropped=7)
+    s = c.snapshot(connects=2, dropped=7, queued_bytes=42)
     assert (s.disconnects, s.proactive_disconnects, s.reactive_disconnects) == (2, 1, 1)
     assert s.gaps == 1 and s.gap_seconds == 3.0 and s.messages_dropped == 7
+    assert s.queued_bytes == 42
     assert s.last_disconnect_reason is DisconnectReason.SCHEDULED
     assert s.uptime == 10.0

@@ -179,3 +179,30 @@ def test_async_waiter_sees_finish_and_cancel_cleans_up() -> None:
             await inbox.get_batch_async()
 
     asyncio.run(main())
+
+
+def test_byte_budget_blocks_by_bytes_and_takes_one_huge_message() -> None:
+    inbox = Inbox(1000, "block", max_bytes=100)
+    assert inbox.put_batch(list(range(10)), timeout=0.0, item_bytes=30) == 3  # 90 <= 100
+    assert inbox.queued_bytes == 90 and len(inbox) == 3
+    assert inbox.get_batch() == [0, 1, 2] and inbox.queued_bytes == 0
+    assert inbox.put_batch(["huge"], timeout=0.0, item_bytes=10_000) == 1  # empty: one fits
+    assert inbox.put_batch(["next"], timeout=0.0, item_bytes=1) == 0  # over the budget
+    assert inbox.queued_bytes == 10_000
+
+
+def test_byte_budget_drop_oldest_counts_exactly() -> None:
+    inbox = Inbox(1000, "drop_oldest", max_bytes=100)
+    inbox.put_batch(list(range(10)), item_bytes=25)
+    assert inbox.drain() == [6, 7, 8, 9] and inbox.dropped == 6
+    inbox.put_batch(["a"], item_bytes=500)  # alone over the budget: the newest stays
+    inbox.put_batch(["b"], item_bytes=1)
+    assert inbox.drain() == ["b"] and inbox.dropped == 7
+
+
+def test_put_back_items_count_the_average_of_the_batch_taken() -> None:
+    inbox = Inbox(1000, "block", max_bytes=1000)
+    inbox.put_batch(list(range(4)), item_bytes=100)
+    batch = inbox.get_batch()
+    inbox.extend_front(batch[2:])
+    assert inbox.queued_bytes == 200 and len(inbox) == 2

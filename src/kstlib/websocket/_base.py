@@ -43,7 +43,8 @@ class BaseManager:
         **options: Any,
     ) -> None:
         self._settings = load_settings(url, config=config, **options)
-        self._inbox = Inbox(self._settings.queue_size, self._settings.queue_overflow)
+        s = self._settings
+        self._inbox = Inbox(s.queue_size, s.queue_overflow, s.queue_max_bytes)
         self._engine = Engine(self._settings, self._inbox)
         self._started = False
         #: Set by :meth:`shutdown`; other threads may wait on it.

@@ -177,7 +177,6 @@ class FrameParser:
     __slots__ = (
         "_buf",
         "_bytes_received",
-        "_payload_bytes",
         "_closed",
         "_dec",
         "_decode_errors",
@@ -198,6 +197,7 @@ class FrameParser:
         "_msg_len",
         "_msg_op",
         "_msg_wire",
+        "_payload_bytes",
         "_rsv_bad",
         "_zbuf",
     )

@@ -6,7 +6,10 @@ locks. Sync consumers wait on a condition variable; asyncio consumers register a
 that the engine completes through ``loop.call_soon_threadsafe`` (only while one waits, so
 the hot path pays nothing for asyncio support).
 
-Bounds and overflow (``maxsize`` counts messages):
+Bounds and overflow: ``maxsize`` counts messages and ``max_bytes`` (optional) counts
+their payload bytes after decompression, as the producer reports them per message
+(``item_bytes``); both hold at once, except that an empty queue always takes one message,
+however large (``max_message_size`` bounds that one):
 
 * ``"block"``: :meth:`Inbox.put_batch` waits for room (back-pressure: the engine stops
   reading the socket, the kernel buffers fill, the server slows down). Nothing is lost.
@@ -14,6 +17,9 @@ Bounds and overflow (``maxsize`` counts messages):
   ``blocked_puts``.
 * ``"drop_oldest"``: the oldest queued messages are discarded to make room; each one is
   counted in ``dropped``.
+
+``queued_bytes`` is the payload of what is queued now. Messages a consumer puts back
+(:meth:`extend_front`) count the average size of the batch it took.
 
 The end of the stream is signalled in-band with :meth:`finish`: consumers first drain
 every queued message, then see the end (with the error, if any, that ended it).
@@ -56,14 +62,22 @@ class Inbox:
     awaited on a running event loop.
     """
 
-    def __init__(self, maxsize: int = 1000, overflow: str = "block") -> None:
+    def __init__(
+        self, maxsize: int = 1000, overflow: str = "block", max_bytes: int | None = None
+    ) -> None:
         if maxsize < 1:
             raise ValueError(f"queue_size must be >= 1, got {maxsize}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"queue_max_bytes must be >= 1, got {max_bytes}")
         if overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"queue_overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
         self.overflow = overflow
         self._items: deque[Any] = deque()
+        self._sizes: deque[int] = deque()  # payload bytes of each queued item
+        self.queued_bytes = 0
+        self._taken_size = 0  # average item size of the last batch taken
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
@@ -77,8 +91,15 @@ class Inbox:
 
     # -- producer side (engine thread) ---------------------------------------------------
 
-    def put_batch(self, items: list[Any], timeout: float | None = None, force: bool = False) -> int:
-        """Queue ``items`` in order; return how many were queued.
+    def put_batch(
+        self,
+        items: list[Any],
+        timeout: float | None = None,
+        force: bool = False,
+        item_bytes: int = 0,
+    ) -> int:
+        """Queue ``items`` in order; return how many were queued. ``item_bytes`` is the
+        payload size of each (an average for a batch; 0 for markers).
 
         With ``"drop_oldest"`` every item is queued (older ones dropped as needed). With
         ``"block"`` this waits for room up to ``timeout`` seconds (``None``: until room or
@@ -91,28 +112,49 @@ class Inbox:
             return 0
         with self._lock:
             if force:
-                self._items.extend(items)
+                self._append(items, item_bytes)
                 self._notify_consumers()
                 return len(items)
             if self.overflow == "drop_oldest":
-                self._items.extend(items)
-                excess = len(self._items) - self.maxsize
-                if excess > 0:
-                    self.dropped += excess
-                    for _ in range(excess):
-                        self._items.popleft()
+                self._append(items, item_bytes)
+                self._drop_excess()
                 self._notify_consumers()
                 return len(items)
-            queued = self._put_blocking(items, timeout)
+            queued = self._put_blocking(items, timeout, item_bytes)
             if queued:
                 self._notify_consumers()
             return queued
 
-    def _put_blocking(self, items: list[Any], timeout: float | None) -> int:
-        total = len(items)
+    def _append(self, items: list[Any], item_bytes: int) -> None:
+        # Called with the lock held.
+        self._items.extend(items)
+        self._sizes.extend([item_bytes] * len(items))
+        self.queued_bytes += item_bytes * len(items)
+
+    def _drop_excess(self) -> None:
+        # Called with the lock held: the oldest go until both bounds hold (one stays).
+        items, sizes, max_bytes = self._items, self._sizes, self.max_bytes
+        while len(items) > self.maxsize or (
+            max_bytes is not None and self.queued_bytes > max_bytes and len(items) > 1
+        ):
+            items.popleft()
+            self.queued_bytes -= sizes.popleft()
+            self.dropped += 1
+
+    def _room(self, item_bytes: int) -> int:
+        """How many more items of ``item_bytes`` fit now (lock held)."""
         room = self.maxsize - len(self._items)
+        if self.max_bytes is not None and item_bytes > 0:
+            room = min(room, (self.max_bytes - self.queued_bytes) // item_bytes)
+            if room <= 0 and not self._items:
+                room = 1  # an empty queue takes one message, however large
+        return room
+
+    def _put_blocking(self, items: list[Any], timeout: float | None, item_bytes: int) -> int:
+        total = len(items)
+        room = self._room(item_bytes)
         if room >= total:
-            self._items.extend(items)
+            self._append(items, item_bytes)
             return total
         queued = 0
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -120,10 +162,10 @@ class Inbox:
         self.blocked_puts += 1
         try:
             while queued < total:
-                room = self.maxsize - len(self._items)
+                room = self._room(item_bytes)
                 if room > 0:
                     chunk = items[queued : queued + room]
-                    self._items.extend(chunk)
+                    self._append(chunk, item_bytes)
                     queued += len(chunk)
                     self._notify_consumers()
                     continue
@@ -188,8 +230,15 @@ class Inbox:
         else:
             batch = list(self._items)
             self._items.clear()
+        self._forget_sizes(len(batch))
         self._not_full.notify()
         return batch
+
+    def _forget_sizes(self, taken: int) -> None:
+        # Called with the lock held, once ``taken`` items (all of them) left the queue.
+        self._taken_size = self.queued_bytes // taken if taken else 0
+        self._sizes.clear()
+        self.queued_bytes = 0
 
     def get_batch(self, timeout: float | None = None) -> list[Any]:
         """Take every queued message (oldest first); wait up to ``timeout`` for one.
@@ -241,13 +290,17 @@ class Inbox:
         with self._lock:
             items = list(self._items)
             self._items.clear()
+            self._forget_sizes(len(items))
             self._not_full.notify_all()
             return items
 
     def extend_front(self, items: Iterable[Any]) -> None:
         """Put ``items`` back at the head of the queue (a consumer that stopped early)."""
         with self._lock:
-            self._items.extendleft(reversed(list(items)))
+            back = list(items)
+            self._items.extendleft(reversed(back))
+            self._sizes.extendleft([self._taken_size] * len(back))
+            self.queued_bytes += self._taken_size * len(back)
             self._notify_consumers()
 
     def __len__(self) -> int:

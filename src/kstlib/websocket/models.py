@@ -137,6 +137,8 @@ class WebSocketStats:
     #: and the seconds spent without a connection while the engine was running.
     gaps: int = 0
     gap_seconds: float = 0.0
+    #: Payload bytes (after decompression) of the messages queued for the consumer now.
+    queued_bytes: int = 0
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,8 @@ class ClientProtocol:
         self.has_news = False
         #: True when a pong answering our outstanding ping arrived (reset by the caller).
         self.pong_matched = False
+        #: Payload bytes (after decompression) of the messages the last call returned.
+        self.batch_bytes = 0
         self._ping_count = 0
         self._ping_payload: bytes | None = None
         self._outgoing: list[tuple[int, bytes]] = []
@@ -90,7 +92,10 @@ class ClientProtocol:
 
         Control frames are handled here (see the module docstring); after the peer's close
         frame or an error the parser ignores further input."""
+        parser = self.parser
+        before = parser.payload_bytes
         messages, controls, error = self._feed(data)
+        self.batch_bytes = parser.payload_bytes - before
         if controls:
             self._on_controls(controls)
         if error is not None and self.error is None:

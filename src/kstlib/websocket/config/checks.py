@@ -26,6 +26,7 @@ from kstlib.websocket.models import ReconnectStrategy
 __all__ = [
     "MAX_ATTEMPTS",
     "MAX_MESSAGE_SIZE",
+    "MAX_QUEUE_BYTES",
     "MAX_QUEUE_SIZE",
     "MAX_SECONDS",
     "MAX_SEND_RATE",
@@ -49,6 +50,7 @@ _T = TypeVar("_T")
 #: Longest accepted duration (7 days, in seconds); anything above is taken as a mistake.
 MAX_SECONDS = 7 * 24 * 3600.0
 MAX_QUEUE_SIZE = 10_000_000
+MAX_QUEUE_BYTES = 2**40
 MAX_MESSAGE_SIZE = 2**31
 MAX_ATTEMPTS = 1_000_000
 MAX_SEND_RATE = 1_000_000.0

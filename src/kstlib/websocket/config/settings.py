@@ -31,6 +31,7 @@ from kstlib.websocket._http import show as _show
 from kstlib.websocket.config.checks import (
     MAX_ATTEMPTS,
     MAX_MESSAGE_SIZE,
+    MAX_QUEUE_BYTES,
     MAX_QUEUE_SIZE,
     Invalid,
     check_bool,
@@ -184,6 +185,20 @@ class Settings:
         integer(minimum=1, maximum=MAX_QUEUE_SIZE),
         "Capacity of the inbox between the engine and the consumer, in messages. An "
         "integer from 1 to 10 000 000.",
+    )
+    queue_max_bytes: int | None = _option(
+        16 * 1024 * 1024,
+        or_none(integer(minimum=1, maximum=MAX_QUEUE_BYTES), "no byte limit"),
+        "Byte budget of the inbox (default 16 MiB): the payload bytes of the queued "
+        "messages, counted after decompression, so a server cannot fill memory through "
+        "permessage-deflate. Both overflow policies honour it beside ``queue_size``; an "
+        "empty inbox always takes one message (``max_message_size`` bounds it). With "
+        '``decode="json"`` the decoded objects take more memory than their text: about '
+        "5x for exchange events and up to 24x for hostile JSON such as ``[{},{},...]`` "
+        "(measured with tracemalloc), so the inbox holds at most about 24 times this "
+        "budget, plus one message; lower it, or ``max_message_size``, for a tighter bound. "
+        "Queued bytes are in ``stats.queued_bytes``. An integer from 1 to 2**40, or "
+        "``null``/``None``: messages only.",
     )
     queue_overflow: str = _option(
         "block",

@@ -109,7 +109,7 @@ def _drain_until_close(rt: Runtime, link: Link, deadline: float) -> None:
             return
         msgs = protocol.receive_data(memoryview(buf)[:n])
         if msgs:
-            rt.delivery.deliver_closing(msgs, deadline)
+            rt.delivery.deliver_closing(msgs, deadline, protocol.batch_bytes)
         if protocol.close_received is not None or protocol.error is not None:
             return
 

@@ -111,7 +111,8 @@ class Engine:
         self._rt.delivery.markers = True
 
     def stats(self) -> WebSocketStats:
-        return self._rt.counters.snapshot(self.connect_count, self.inbox.dropped)
+        inbox = self.inbox
+        return self._rt.counters.snapshot(self.connect_count, inbox.dropped, inbox.queued_bytes)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -104,21 +104,23 @@ class Delivery:
 
     # ------------------------------------------------------------------ delivering
 
-    def deliver(self, msgs: list[Any], force: bool = False) -> float:
+    def deliver(self, msgs: list[Any], force: bool = False, nbytes: int = 0) -> float:
         """Hand a batch to the consumer; returns seconds spent held back by it.
 
-        ``force`` queues past the bound without waiting (the connection is ending)."""
+        ``nbytes`` is the batch's payload (for the inbox's byte budget); ``force`` queues
+        past the bounds without waiting (the connection is ending)."""
         s = self._settings()
+        item_bytes = nbytes // len(msgs) if msgs else 0
         msgs = self._prepare(s, msgs)
         if s.on_batch is None and s.on_message is None:  # the hot path: straight to the inbox
-            return self._queue(msgs, force)
+            return self._queue(msgs, force, item_bytes)
         started = self._clock.monotonic()
         if s.on_batch is not None:
             msgs = self._call_on_batch(s.on_batch, msgs)
         if s.on_message is not None:
             self._call_on_message(s.on_message, msgs)
         else:
-            self._queue(msgs, force)
+            self._queue(msgs, force, item_bytes)
         return self._clock.monotonic() - started
 
     def _call_on_batch(self, on_batch: Callable[[list[Any]], list[Any]], msgs: list[Any]) -> Any:
@@ -149,39 +151,41 @@ class Delivery:
                 return
             self._callbacks.call("on_message", on_message, m)
 
-    def _queue(self, msgs: list[Any], force: bool = False) -> float:
+    def _queue(self, msgs: list[Any], force: bool, item_bytes: int) -> float:
         """Queue ``msgs``; returns the seconds spent waiting for room."""
         inbox = self.inbox
         if force:
-            inbox.put_batch(msgs, force=True)
+            inbox.put_batch(msgs, force=True, item_bytes=item_bytes)
             return 0.0
         blocking = inbox.overflow == "block"
-        queued = inbox.put_batch(msgs, timeout=0.0 if blocking else None)
+        queued = inbox.put_batch(msgs, timeout=0.0 if blocking else None, item_bytes=item_bytes)
         if queued == len(msgs):
             return 0.0
         started = self._clock.monotonic()
         rest = msgs[queued:]
         while rest:
             if self._mailbox.stop is not None:  # the final close: keep the last read
-                inbox.put_batch(rest, force=True)
+                inbox.put_batch(rest, force=True, item_bytes=item_bytes)
                 break
-            rest = rest[inbox.put_batch(rest, timeout=BLOCKED_POLL) :]
+            rest = rest[inbox.put_batch(rest, timeout=BLOCKED_POLL, item_bytes=item_bytes) :]
         return self._clock.monotonic() - started
 
-    def deliver_closing(self, msgs: list[Any], deadline: float) -> None:
+    def deliver_closing(self, msgs: list[Any], deadline: float, nbytes: int = 0) -> None:
         """Deliver what arrives during a closing handshake. For the final close (or with
         ``on_message``) everything is kept, past the bound; for a disconnect the engine
         recovers from, the bound holds: wait for room until ``deadline`` and count what
         still does not fit as dropped, so repeated disconnects cannot grow the queue."""
         s = self._settings()
         if self._mailbox.stop is not None or s.on_message is not None or s.on_batch is not None:
-            self.deliver(msgs, force=True)
+            self.deliver(msgs, force=True, nbytes=nbytes)
             return
         inbox = self.inbox
+        item_bytes = nbytes // len(msgs)
         if inbox.overflow == "drop_oldest":
-            inbox.put_batch(msgs)
+            inbox.put_batch(msgs, item_bytes=item_bytes)
             return
-        queued = inbox.put_batch(msgs, timeout=max(0.0, deadline - self._clock.monotonic()))
+        wait = max(0.0, deadline - self._clock.monotonic())
+        queued = inbox.put_batch(msgs, timeout=wait, item_bytes=item_bytes)
         if queued < len(msgs):
             inbox.count_dropped(len(msgs) - queued)
 

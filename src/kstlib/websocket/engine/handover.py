@@ -92,6 +92,7 @@ class _Rotation:
         self.old_ending: Ending | None = None
         self._new_buf = bytearray(READ_BUFFER_SIZE)
         self._pending = new.take_leftover()
+        self._held_bytes = 0  # payload of the new stream's held messages
         self._poller = select.poll()
         for fd in (old.fileno(), new.fileno(), rt.mailbox.fileno()):
             self._poller.register(fd, select.POLLIN)
@@ -134,7 +135,7 @@ class _Rotation:
             return None
         msgs = old.protocol.receive_data(memoryview(rt.buf)[:n])
         if msgs and self.overlap.old_batch(msgs):
-            rt.delivery.deliver(msgs)
+            rt.delivery.deliver(msgs, nbytes=old.protocol.batch_bytes)
             rt.delivery.handover_wanted = False
         return after_controls(rt, old) if old.protocol.has_news else None
 
@@ -168,6 +169,7 @@ class _Rotation:
         msgs = new.protocol.receive_data(chunk)
         if msgs:
             self.overlap.new_batch(msgs)
+            self._held_bytes += new.protocol.batch_bytes
         return self._new_controls() if new.protocol.has_news else None
 
     def _new_controls(self) -> BaseException | None:
@@ -203,7 +205,8 @@ class _Rotation:
             rt.counters.forget_gap()  # the new connection was up all along
             rt.delivery.marker(Connected(rt.clock.time(), subscribed, True))
         if fresh:
-            rt.delivery.deliver(fresh)
+            held = len(self.overlap.held)
+            rt.delivery.deliver(fresh, nbytes=self._held_bytes * len(fresh) // held)
         rt.callbacks.call("on_connect", rt.settings.on_connect)
         return new
 

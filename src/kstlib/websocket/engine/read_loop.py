@@ -91,7 +91,7 @@ class _Serving:
             if n > 0:
                 msgs = receive(chunk)
                 if msgs:
-                    self._deliver(msgs)
+                    self._deliver(msgs, protocol.batch_bytes)
                 if protocol.has_news and (ending := after_controls(rt, link)) is not None:
                     return ending
             if mailbox.pending and (ending := self._commands()) is not None:
@@ -102,9 +102,9 @@ class _Serving:
             if n <= 0:
                 self._sleep()
 
-    def _deliver(self, msgs: list[Any]) -> None:
+    def _deliver(self, msgs: list[Any], nbytes: int) -> None:
         delivery = self.rt.delivery
-        blocked = delivery.deliver(msgs)
+        blocked = delivery.deliver(msgs, nbytes=nbytes)
         if blocked:
             self.link.keepalive.credit(blocked)
         if delivery.handover_wanted:

@@ -117,7 +117,7 @@ class Counters:
             self._by_reason[reason] = self._by_reason.get(reason, 0) + 1
             self._last_reason = reason
 
-    def snapshot(self, connects: int, dropped: int) -> WebSocketStats:
+    def snapshot(self, connects: int, dropped: int, queued_bytes: int) -> WebSocketStats:
         """A consistent snapshot of every counter."""
         now = self._clock.monotonic()
         with self.lock:
@@ -154,4 +154,5 @@ class Counters:
                 overlap_seconds=self.overlap_seconds,
                 gaps=self._gaps,
                 gap_seconds=gap_seconds,
+                queued_bytes=queued_bytes,
             )
