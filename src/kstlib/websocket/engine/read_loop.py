@@ -87,7 +87,7 @@ class _Serving:
                     return lost(rt, link, _R.NETWORK_ERROR, exc)
                 if n == 0:
                     return lost(rt, link, _R.NETWORK_ERROR, EOFError(_EOF))
-                chunk = view[:n]
+                chunk = view[:n] if n > 0 else None
             if n > 0:
                 msgs = receive(chunk)
                 if msgs:
