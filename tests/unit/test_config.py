@@ -89,6 +89,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "ping_interval": 30.0,
     "ping_timeout": 10.0,
     "close_timeout": 5.0,
+    "receive_timeout": None,
     "queue_size": 1000,
     "queue_max_bytes": 16 * 1024 * 1024,
     "queue_overflow": "block",
@@ -209,6 +210,7 @@ PRECEDENCE: dict[str, tuple[Any, Any, Any, Any]] = {
     "ping_interval": (None, 15, None, 15.0),
     "ping_timeout": (3, 4, 3.0, 4.0),
     "close_timeout": (1, 0.5, 1.0, 0.5),
+    "receive_timeout": (2, None, 2.0, None),
     "queue_size": (5, 7, 5, 7),
     "queue_max_bytes": (None, 4096, None, 4096),
     "queue_overflow": ("drop_oldest", "block", "drop_oldest", "block"),
@@ -662,6 +664,9 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("queue_max_bytes", 1.5),
     ("queue_max_bytes", "16MiB"),
     ("queue_max_bytes", 2**40 + 1),
+    ("receive_timeout", 0),
+    ("receive_timeout", "1"),
+    ("receive_timeout", 604_801),
 ]
 
 

@@ -60,6 +60,18 @@ def test_keepalive_without_interval_never_wakes() -> None:
     assert ka.pong_deadline == math.inf
 
 
+def test_data_deadline_follows_each_data_message_and_the_credit() -> None:
+    ka = Keepalive(interval=None, timeout=10.0, now=0.0, receive_timeout=5.0)
+    assert ka.wake_at() == 5.0 and not ka.data_expired(4.9)
+    ka.data_received(3.0)
+    assert not ka.data_expired(7.9) and ka.data_expired(8.0)
+    ka.credit(2.0)  # the consumer held the engine back: that time does not count
+    assert not ka.data_expired(9.9) and ka.data_expired(10.0)
+    off = Keepalive(interval=None, timeout=10.0, now=0.0)
+    off.data_received(1.0)
+    assert not off.data_expired(1e12)
+
+
 # ---------------------------------------------------------------------------- policy
 
 

@@ -66,6 +66,9 @@ class DisconnectReason(enum.Enum):
     PING_TIMEOUT = "ping_timeout"
     PROTOCOL_ERROR = "protocol_error"
     KILLED = "killed"
+    #: No data message for ``receive_timeout`` seconds although the connection answered
+    #: (a feed that went quiet while pongs still arrive).
+    DATA_TIMEOUT = "data_timeout"
 
     @property
     def is_proactive(self) -> bool:

@@ -175,6 +175,15 @@ class Settings:
         "Seconds to wait for the pong before the loss is declared (``PING_TIMEOUT``). > 0, "
         "<= 7 days.",
     )
+    receive_timeout: float | None = _option(
+        None,
+        or_none(_SECONDS),
+        "Seconds without a data message, while connected, after which the feed is taken "
+        "for silent although the connection still answers pings: the connection ends with "
+        "``DATA_TIMEOUT`` (reactive) and the reconnect policy applies, or, with handover "
+        "on, a make-before-break rotation replaces it. Time the consumer held the engine "
+        "back does not count. > 0, <= 7 days, or ``null``/``None`` (never).",
+    )
     close_timeout: float = _option(
         5.0,
         _SECONDS,

@@ -51,7 +51,7 @@ def open_link(rt: Runtime) -> Link:
         )
         hs.sock.setblocking(False)
         now = rt.clock.monotonic()
-        keepalive = Keepalive(s.ping_interval, s.ping_timeout, now)
+        keepalive = Keepalive(s.ping_interval, s.ping_timeout, now, s.receive_timeout)
         protocol = ClientProtocol(parser, encoder)
         return Link(hs, protocol, keepalive, clock=rt.clock, write_timeout=s.ping_timeout)
     except BaseException:

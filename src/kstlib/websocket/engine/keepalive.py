@@ -1,11 +1,14 @@
-"""Client ping schedule and pong deadline of one connection. Pure: no I/O, no clock.
+"""Liveness of one connection: the client ping schedule, the pong deadline and the
+data deadline (``receive_timeout``). Pure: no I/O, no clock.
 
 The read loop asks :meth:`Keepalive.ping_due`, sends a ping through the protocol, and
 reports it with :meth:`Keepalive.ping_sent`; a matching pong calls
 :meth:`Keepalive.pong_received`. Past :attr:`Keepalive.pong_deadline` the connection is
-declared dead (``PING_TIMEOUT``). Time the engine spent held back by the consumer
-(back-pressure, a slow ``on_message``) is credited with :meth:`Keepalive.credit`, since
-the pong may be waiting unread in the socket meanwhile.
+declared dead (``PING_TIMEOUT``); past :attr:`Keepalive.data_deadline` (no data message
+for ``receive_timeout`` seconds) the feed is declared silent (``DATA_TIMEOUT``). Time
+the engine spent held back by the consumer (back-pressure, a slow ``on_message``) is
+credited with :meth:`Keepalive.credit`, since the pong (or the data) may be waiting
+unread in the socket meanwhile.
 
 Thread-safety: used by the engine thread only.
 """
@@ -20,13 +23,22 @@ _INF = math.inf
 
 
 class Keepalive:
-    """``interval`` seconds between pings (None: never ping); ``timeout`` for the pong."""
+    """``interval`` seconds between pings (None: never ping); ``timeout`` for the pong;
+    ``receive_timeout`` for the next data message (None: no limit)."""
 
-    def __init__(self, interval: float | None, timeout: float, now: float) -> None:
+    def __init__(
+        self,
+        interval: float | None,
+        timeout: float,
+        now: float,
+        receive_timeout: float | None = None,
+    ) -> None:
         self.interval = interval
         self.timeout = timeout
+        self.receive_timeout = receive_timeout
         self.next_ping = now + interval if interval else _INF
         self.pong_deadline = _INF
+        self.data_deadline = now + receive_timeout if receive_timeout else _INF
 
     def ping_due(self, now: float) -> bool:
         return now >= self.next_ping
@@ -45,12 +57,22 @@ class Keepalive:
         """True when the awaited pong is late."""
         return now >= self.pong_deadline
 
+    def data_received(self, now: float) -> None:
+        if self.receive_timeout:
+            self.data_deadline = now + self.receive_timeout
+
+    def data_expired(self, now: float) -> bool:
+        """True when no data message came for ``receive_timeout`` seconds."""
+        return now >= self.data_deadline
+
     def credit(self, seconds: float) -> None:
-        """Move both timers later by ``seconds`` the engine could not read."""
+        """Move the timers later by ``seconds`` the engine could not read."""
         self.next_ping += seconds
         if self.pong_deadline != _INF:
             self.pong_deadline += seconds
+        if self.data_deadline != _INF:
+            self.data_deadline += seconds
 
     def wake_at(self) -> float:
         """The next moment this needs the engine (``inf`` when never)."""
-        return min(self.next_ping, self.pong_deadline)
+        return min(self.next_ping, self.pong_deadline, self.data_deadline)

@@ -17,6 +17,7 @@ Thread-safety: the engine thread only.
 
 from __future__ import annotations
 
+import logging
 import math
 import select
 from typing import Any
@@ -35,6 +36,7 @@ from .runtime import Runtime
 
 __all__ = ["serve"]
 
+log = logging.getLogger("kstlib.websocket")
 _R = DisconnectReason
 _EOF = "connection closed by peer (EOF)"
 
@@ -104,9 +106,12 @@ class _Serving:
 
     def _deliver(self, msgs: list[Any], nbytes: int) -> None:
         delivery = self.rt.delivery
+        keepalive = self.link.keepalive
+        if keepalive.receive_timeout:
+            keepalive.data_received(self.rt.clock.monotonic())
         blocked = delivery.deliver(msgs, nbytes=nbytes)
         if blocked:
-            self.link.keepalive.credit(blocked)
+            keepalive.credit(blocked)
         if delivery.handover_wanted:
             delivery.handover_wanted = False
             self.rotation = _R.CONNECTION_LIMIT
@@ -149,6 +154,9 @@ class _Serving:
         if keepalive.expired(now):
             link.abort()
             return Ending(_R.PING_TIMEOUT, None, f"no pong within {keepalive.timeout:g}s")
+        if keepalive.data_expired(now):
+            keepalive.data_received(now)  # one verdict per silence, even if a rotation fails
+            return self._silent()
         if self.policy.check_due(now) and rt.callbacks.call(
             "should_disconnect", rt.settings.should_disconnect
         ):
@@ -162,6 +170,17 @@ class _Serving:
             return graceful(rt, link, rotation)
         # None: the new connection failed, keep this one until its real end
         return handover.rotate(rt, link, rotation)
+
+    def _silent(self) -> Ending | Link | None:
+        """No data for ``receive_timeout``: rotate make-before-break when handover is on
+        (None if that failed: this connection stays), else end the connection."""
+        rt, link = self.rt, self.link
+        log.warning("no data from %s for %gs", rt.settings.url, link.keepalive.receive_timeout)
+        if handover_enabled(rt.settings):
+            return handover.rotate(rt, link, _R.DATA_TIMEOUT)
+        link.abort()
+        timeout = link.keepalive.receive_timeout
+        return Ending(_R.DATA_TIMEOUT, None, f"no data message within {timeout:g}s")
 
     def _sleep(self) -> None:
         wake_at = min(self.link.keepalive.wake_at(), self.policy.wake_at())
