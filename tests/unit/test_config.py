@@ -106,6 +106,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "on_disconnect": None,
     "on_message": None,
     "on_batch": None,
+    "is_permanent_failure": None,
     "on_error": None,
     "handover": None,
     "dedupe_key": None,
@@ -759,6 +760,7 @@ def test_nan_keyword_is_rejected() -> None:
         "on_message",
         "on_batch",
         "on_error",
+        "is_permanent_failure",
     ],
 )
 def test_callbacks_must_be_callable(key: str) -> None:
@@ -1039,6 +1041,7 @@ def test_keyword_only_options_are_the_python_objects() -> None:
         "dedupe_key",
         "should_handover",
         "before_connect",
+        "is_permanent_failure",
     } == KEYWORD_ONLY_OPTIONS
 
 

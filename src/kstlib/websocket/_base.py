@@ -28,7 +28,8 @@ Message = dict[str, Any] | str
 class BaseManager:
     """Configuration, state and non-blocking controls of one managed connection.
 
-    ``url`` is a ``ws://`` or ``wss://`` address; every option of
+    ``url`` is a ``ws://`` or ``wss://`` address, or a callable returning one before
+    every connection attempt (a token in the URL that must be fresh); every option of
     :class:`kstlib.websocket.config.Settings` may be given as a keyword (it overrides
     the ``websocket:`` section of ``kstlib.conf.yml``, which overrides the defaults);
     ``config`` names the file (or gives a mapping) instead of the default search.
@@ -37,7 +38,7 @@ class BaseManager:
 
     def __init__(
         self,
-        url: str,
+        url: str | Callable[[], str],
         *,
         config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
         **options: Any,
@@ -49,11 +50,11 @@ class BaseManager:
         self._started = False
         #: Set by :meth:`shutdown`; other threads may wait on it.
         self.shutdown_event = threading.Event()
-        finalizer = weakref.finalize(self, _abandoned, self._engine, self._settings.url)
+        finalizer = weakref.finalize(self, _abandoned, self._engine)
         finalizer.atexit = False  # at exit, daemon engine threads end with the process
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._settings.url} {self.state.name}>"
+        return f"<{type(self).__name__} {redact_url(self.url)} {self.state.name}>"
 
     # ------------------------------------------------------------------ properties
 
@@ -64,7 +65,9 @@ class BaseManager:
 
     @property
     def url(self) -> str:
-        return self._settings.url
+        """The URL: the ``url`` argument, or what its factory returned for the last
+        connection attempt."""
+        return self._engine.url
 
     @property
     def state(self) -> ConnectionState:
@@ -164,13 +167,13 @@ class BaseManager:
         return lambda: engine.markers_enabled
 
 
-def _abandoned(engine: Engine, url: str) -> None:
+def _abandoned(engine: Engine) -> None:
     """A manager was garbage-collected without ``close()``: end its engine (no thread,
     socket or reconnect loop outlives it) and say so, as CPython's own sockets do."""
     if engine.is_dead:
         return
     warnings.warn(
-        f"kstlib.websocket manager for {redact_url(url)} was not closed; closing it now",
+        f"kstlib.websocket manager for {redact_url(engine.url)} was not closed; closing it now",
         ResourceWarning,
         stacklevel=2,
     )

@@ -20,7 +20,9 @@ and ``unsubscribe`` stay plain calls.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import inspect
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -35,8 +37,29 @@ class WebSocketManager(BaseManager):
     """Asyncio front of the proactive WebSocket client. See the sync class for semantics.
 
     Coroutines: ``connect``, ``disconnect``, ``close``, ``force_close``, ``shutdown``,
-    ``kill``, ``send``. ``stream()`` is an async iterator.
+    ``kill``, ``send``. ``stream()`` is an async iterator. The factories ``url``,
+    ``headers`` and ``subscriptions`` may also be coroutine functions: they run on the
+    event loop that awaited ``connect()``, each call bounded by ``connect_timeout``.
     """
+
+    def __init__(
+        self,
+        url: str | Callable[[], Any],
+        *,
+        config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        self._loop_box: list[asyncio.AbstractEventLoop | None] = [None]
+        url = self._on_loop(url, options)
+        for name in ("headers", "subscriptions"):
+            if name in options:
+                options[name] = self._on_loop(options[name], options)
+        super().__init__(url, config=config, **options)
+
+    def _on_loop(self, value: Any, options: Mapping[str, Any]) -> Any:
+        if not inspect.iscoroutinefunction(value):
+            return value
+        return _OnLoop(value, self._loop_box, options.get("connect_timeout", 10.0))
 
     async def __aenter__(self) -> WebSocketManager:
         await self.connect()
@@ -68,6 +91,7 @@ class WebSocketManager(BaseManager):
         """Connect (see the sync ``connect``). Cancelling the awaiting task (e.g.
         ``asyncio.wait_for``) stops the attempts: the engine is closed before the
         cancellation propagates, so nothing keeps trying in the background."""
+        self._loop_box[0] = asyncio.get_running_loop()
         attempt = asyncio.ensure_future(asyncio.to_thread(self._connect, timeout))
         try:
             await asyncio.shield(attempt)
@@ -112,3 +136,26 @@ class WebSocketManager(BaseManager):
     async def _connect_once(self) -> None:
         if not self._started:
             await self.connect()
+
+
+class _OnLoop:
+    """A coroutine-function factory made callable from the engine thread: it runs on the
+    event loop in ``box`` (the one that awaited ``connect()``), or on a loop of its own
+    when there is none, and waits ``timeout`` seconds at most."""
+
+    def __init__(
+        self,
+        fn: Callable[[], Awaitable[Any]],
+        box: list[asyncio.AbstractEventLoop | None],
+        timeout: float,
+    ) -> None:
+        self._fn, self._box, self._timeout = fn, box, timeout
+
+    async def _call(self) -> Any:
+        return await self._fn()
+
+    def __call__(self) -> Any:
+        loop = self._box[0]
+        if loop is None or loop.is_closed():
+            return asyncio.run(self._call())
+        return asyncio.run_coroutine_threadsafe(self._call(), loop).result(self._timeout)

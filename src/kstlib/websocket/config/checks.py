@@ -41,6 +41,7 @@ __all__ = [
     "check_subscriptions",
     "choice",
     "integer",
+    "or_factory",
     "or_none",
     "seconds",
 ]
@@ -85,6 +86,21 @@ def or_none(check: Callable[[Any], _T], meaning: str = "") -> Callable[[Any], _T
             return check(value)
         except Expected as exc:
             raise Expected(f"{exc.what}, or {alternative}", value) from None
+
+    return checked
+
+
+def or_factory(check: Callable[[Any], _T]) -> Callable[[Any], _T | Callable[[], Any]]:
+    """``check`` that also accepts a factory: a callable kept as is, called before every
+    connection attempt, whose result the engine checks with ``check`` then."""
+
+    def checked(value: Any) -> _T | Callable[[], Any]:
+        if callable(value):
+            return value  # type: ignore[no-any-return]
+        try:
+            return check(value)
+        except Expected as exc:
+            raise Expected(f"{exc.what}, or a callable returning one", value) from None
 
     return checked
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kstlib.websocket._http import check_url
 from kstlib.websocket._http import show as _show
-from kstlib.websocket.config.checks import Invalid
+from kstlib.websocket.config.checks import Invalid, or_factory
 from kstlib.websocket.config.files import SECTION, find_config_file, read_section
 from kstlib.websocket.config.settings import (
     FILE_OPTIONS,
@@ -118,7 +118,7 @@ def _check_delay_order(values: Mapping[str, tuple[Any, str]]) -> None:
 
 
 def load_settings(
-    url: str,
+    url: str | Callable[[], str],
     *,
     config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     **overrides: Any,
@@ -139,7 +139,7 @@ def load_settings(
     """
     _check_keywords(overrides)
     try:
-        check_url(url)
+        or_factory(check_url)(url)
     except Invalid as exc:
         raise ValueError(f"url: {exc}") from None
     source, section = _config_section(config)

@@ -43,6 +43,7 @@ from kstlib.websocket.config.checks import (
     check_subscriptions,
     choice,
     integer,
+    or_factory,
     or_none,
     seconds,
 )
@@ -93,12 +94,15 @@ class Settings:
     read. ``repr()`` hides header values and proxy passwords.
     """
 
-    url: str
-    subscriptions: tuple[dict[str, Any] | str, ...] = _option(
+    url: str | Callable[[], str]
+    subscriptions: tuple[dict[str, Any] | str, ...] | Callable[[], Any] = _option(
         (),
-        check_subscriptions,
+        or_factory(check_subscriptions),
         "Messages sent, in this order, right after every connect and reconnect: a ``dict`` "
-        "(sent as JSON text) or a ``str`` (sent as is, not empty). A list in the file.",
+        "(sent as JSON text) or a ``str`` (sent as is, not empty). A list in the file; as a "
+        "keyword also a callable returning the list, called before every connection "
+        "attempt (a token that expires, a listenKey renewed), as ``url`` and ``headers`` "
+        "may be.",
     )
     should_disconnect: Callable[[], bool] | None = _option(
         None,
@@ -243,15 +247,18 @@ class Settings:
         "``str`` for text, ``bytes`` for binary; or (keyword only) a callable "
         "``(str | bytes) -> Any``.",
     )
-    headers: tuple[tuple[str, str], ...] = _option(
+    headers: tuple[tuple[str, str], ...] | Callable[[], Any] = _option(
         (),
-        check_headers,
+        or_factory(check_headers),
         "Extra HTTP headers of the opening handshake: a mapping name -> value, or a list "
         "of ``[name, value]`` pairs (a list allows a repeated name, except ``Host``, "
         "``Origin`` and ``Cookie``). Names are HTTP tokens, values are strings without "
         "CR/LF. Headers the handshake itself manages (``Upgrade``, ``Connection``, "
         "``Sec-WebSocket-*``) are refused: use ``subprotocols`` and ``compression``. Error "
-        "messages never print header values (they may be secrets).",
+        "messages never print header values (they may be secrets). As a keyword also a "
+        "callable returning them, called before every connection attempt (e.g. a JWT that "
+        "lives 2 minutes); after a 401/403 it is called once more before the refusal counts "
+        "as final.",
     )
     subprotocols: tuple[str, ...] = _option(
         (),
@@ -336,6 +343,16 @@ class Settings:
         "now (e.g. on a server's announced shutdown). Needs ``handover`` on.",
         keyword_only=True,
     )
+    is_permanent_failure: Callable[[BaseException], bool | None] | None = _option(
+        None,
+        _CALLBACK,
+        "``(error) -> bool | None``: whether a failed connection attempt is final (no "
+        "retry) rather than transient. ``None`` (or the callable answering ``None``) keeps "
+        "the built-in rule: HTTP 400, 401, 403, 404, 405, 406, 410 and 426 and a "
+        "certificate that does not verify are final, everything else is retried. The "
+        "HTTP status is ``error.__cause__.status_code`` where there is one.",
+        keyword_only=True,
+    )
     before_connect: Callable[[], None] | None = _option(
         None,
         _CALLBACK,
@@ -346,7 +363,7 @@ class Settings:
     source: str | None = None
 
     def __post_init__(self) -> None:
-        self._check_field("url", check_url)
+        self._check_field("url", or_factory(check_url))
         for name, check in VALIDATORS.items():
             self._check_field(name, check)
         if self.source is not None and not isinstance(self.source, str):
@@ -375,7 +392,7 @@ class Settings:
         parts = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "headers":
+            if f.name == "headers" and not callable(value):
                 text = repr(tuple((name, "***") for name, _ in value))
             elif f.name in ("proxy", "url") and isinstance(value, str):
                 text = repr(redact_url(value))

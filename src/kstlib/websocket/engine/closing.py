@@ -54,7 +54,7 @@ class Ending:
 
 
 def lost(rt: Runtime, link: Link, reason: DisconnectReason, exc: BaseException) -> Ending:
-    log.warning("connection to %s lost: %s", rt.settings.url, exc)
+    log.warning("connection to %s lost: %s", rt.where, exc)
     link.abort()
     return Ending(reason, 1006, str(exc), exc)
 
@@ -66,7 +66,7 @@ def server_closed(link: Link) -> Ending:
 
 
 def protocol_failure(rt: Runtime, link: Link, err: WebSocketProtocolError) -> Ending:
-    log.warning("protocol error from %s: %s (close %d)", rt.settings.url, err, err.close_code)
+    log.warning("protocol error from %s: %s (close %d)", rt.where, err, err.close_code)
     rt.callbacks.report(err)
     graceful(rt, link, _R.PROTOCOL_ERROR, code=err.close_code)
     return Ending(_R.PROTOCOL_ERROR, err.close_code, str(err), err)
@@ -164,7 +164,7 @@ def record(rt: Runtime, link: Link, ending: Ending, gap: bool = True) -> None:
     rt.mailbox.ack()
     log.info(
         "disconnected from %s: %s (%s)%s",
-        rt.settings.url,
+        rt.where,
         reason.name,
         "proactive" if reason.is_proactive else "reactive",
         f" code={ending.code} {ending.text}" if ending.code is not None else "",

@@ -10,6 +10,7 @@ Thread-safety: the engine thread only.
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 from collections.abc import Callable
@@ -25,22 +26,23 @@ from .keepalive import Keepalive
 from .link import Link
 from .runtime import Runtime
 from .subscriptions import Message
+from .target import Target, resolve
 
 __all__ = ["connect", "open_link", "send_subscription", "subscribe"]
 
 log = logging.getLogger("kstlib.websocket")
 
 
-def open_link(rt: Runtime) -> Link:
-    """Handshake one new connection. Raises the transport's errors."""
+def open_link(rt: Runtime, target: Target) -> Link:
+    """Handshake one new connection to ``target``. Raises the transport's errors."""
     s = rt.settings
     rt.callbacks.call("before_connect", s.before_connect)
     hs = transport.open_connection(
-        s.url,
+        target.url,
         timeout=s.connect_timeout,
-        headers=s.headers,
+        headers=target.headers,
         subprotocols=s.subprotocols,
-        ssl_context=tls_context(rt),
+        ssl_context=tls_context(rt, target.url),
         proxy=s.proxy,
         compression=s.compression == "deflate",
         on_cancel=lambda cancel: _set_cancel(rt, cancel),
@@ -59,12 +61,12 @@ def open_link(rt: Runtime) -> Link:
         raise
 
 
-def tls_context(rt: Runtime) -> ssl.SSLContext | None:
+def tls_context(rt: Runtime, url: str) -> ssl.SSLContext | None:
     """The TLS context of ``wss://`` connections: the ``ssl`` setting, else the system's
     default context, built once per engine (building one costs milliseconds of CPU and
     loads every CA certificate); None for ``ws://``."""
     s = rt.settings
-    if s.ssl is not None or not s.url.lower().startswith("wss:"):
+    if s.ssl is not None or not url.lower().startswith("wss:"):
         return s.ssl
     if rt.default_tls is None:
         rt.default_tls = ssl.create_default_context()
@@ -91,26 +93,29 @@ def send_subscription(rt: Runtime, link: Link, msg: Message) -> bool:
     return True
 
 
-def subscribe(rt: Runtime, link: Link) -> int | None:
-    """Send the subscriptions, in order, on ``link``; how many (None: stopped). Raises
-    ``WebSocketConnectionError`` if the connection breaks meanwhile."""
+def subscribe(rt: Runtime, link: Link, target: Target) -> int | None:
+    """Send the subscriptions (``target``'s, when a factory made them), in order, on
+    ``link``; how many (None: stopped). Raises ``WebSocketConnectionError`` if the
+    connection breaks meanwhile."""
+    send = functools.partial(send_subscription, rt)
     try:
-        return rt.subscriptions.install(link, lambda lk, m: send_subscription(rt, lk, m))
+        return rt.subscriptions.install(link, send, target.subscriptions)
     except (OSError, WebSocketError) as exc:
         raise WebSocketConnectionError(
-            f"connection to {rt.settings.url} lost while subscribing: {exc}",
-            url=rt.settings.url,
+            f"connection to {rt.where} lost while subscribing: {exc}", url=rt.url
         ) from exc
 
 
 def connect(rt: Runtime) -> Link | None:
-    """One connection attempt: handshake, subscriptions, CONNECTED (None: stopped)."""
-    link = open_link(rt)
+    """One connection attempt: factories, handshake, subscriptions, CONNECTED (None:
+    stopped)."""
+    target = resolve(rt)
+    link = open_link(rt, target)
     rt.counters.attach(link)
     if rt.stopping:
         return None
     try:
-        count = subscribe(rt, link)
+        count = subscribe(rt, link, target)
     except WebSocketConnectionError:
         link.abort()
         rt.counters.retire(link)
@@ -121,6 +126,6 @@ def connect(rt: Runtime) -> Link | None:
     first = rt.counters.connected(link.connected_at)
     rt.state.connected()
     rt.delivery.marker(Connected(rt.clock.time(), count, not first))
-    log.info("connected to %s", rt.settings.url)
+    log.info("connected to %s", rt.where)
     rt.callbacks.call("on_connect", rt.settings.on_connect)
     return link

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from kstlib.websocket import codec
+from kstlib.websocket._http import redact_url
 from kstlib.websocket._ratelimit import SendRateLimiter
 from kstlib.websocket.config import Settings
 from kstlib.websocket.exceptions import WebSocketClosedError, WebSocketError
@@ -59,7 +60,9 @@ class Engine:
             delivery=Delivery(
                 lambda: self._rt.settings, inbox, mailbox, callbacks, counters, clock
             ),
-            subscriptions=Subscriptions(settings.subscriptions),
+            subscriptions=Subscriptions(
+                () if callable(settings.subscriptions) else settings.subscriptions
+            ),
             limiter=None,
         )
         self.settings = settings
@@ -76,9 +79,16 @@ class Engine:
         """Replace the settings; takes effect at the next start (not while running)."""
         rt = self._rt
         rt.settings = settings
+        if isinstance(settings.url, str) or not rt.url:
+            rt.url = settings.url if isinstance(settings.url, str) else "(url factory)"
         rt.mode, rt.loads, _ = decode_plan(settings.decode)
         rate = settings.max_send_rate
         rt.limiter = SendRateLimiter(rate) if rate else None
+
+    @property
+    def url(self) -> str:
+        """The ``url`` setting, or what its factory returned for the last attempt."""
+        return self._rt.url
 
     @property
     def state(self) -> ConnectionState:
@@ -142,7 +152,7 @@ class Engine:
         self._thread = threading.Thread(
             target=self._run,
             args=(delay,),
-            name=f"kstlib-ws-engine:{rt.settings.url}",
+            name=f"kstlib-ws-engine:{redact_url(rt.url)}",
             daemon=True,
         )
         self._thread.start()

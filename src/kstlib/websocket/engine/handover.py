@@ -31,6 +31,7 @@ from .control import after_controls, answer_controls, send_ping
 from .link import Link
 from .overlap import Overlap, Verdict
 from .runtime import READ_BUFFER_SIZE, Runtime
+from .target import resolve
 
 __all__ = ["rotate"]
 
@@ -54,12 +55,13 @@ def rotate(rt: Runtime, old: Link, reason: DisconnectReason) -> Link | Ending | 
 
 def _open_new(rt: Runtime) -> tuple[Link, int] | None:
     try:
-        new = open_link(rt)
+        target = resolve(rt)
+        new = open_link(rt, target)
     except (WebSocketError, OSError) as exc:
         _failed(rt, exc)
         return None
     try:
-        subscribed = subscribe(rt, new)
+        subscribed = subscribe(rt, new, target)
     except WebSocketError as exc:
         _drop(rt, new)
         _failed(rt, exc)

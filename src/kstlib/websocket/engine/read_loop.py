@@ -175,7 +175,7 @@ class _Serving:
         """No data for ``receive_timeout``: rotate make-before-break when handover is on
         (None if that failed: this connection stays), else end the connection."""
         rt, link = self.rt, self.link
-        log.warning("no data from %s for %gs", rt.settings.url, link.keepalive.receive_timeout)
+        log.warning("no data from %s for %gs", rt.where, link.keepalive.receive_timeout)
         if handover_enabled(rt.settings):
             return handover.rotate(rt, link, _R.DATA_TIMEOUT)
         link.abort()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kstlib.websocket._http import redact_url
 from kstlib.websocket._ratelimit import SendRateLimiter
 from kstlib.websocket.config import Settings
 
@@ -48,6 +49,8 @@ class Runtime:
     subscriptions: Subscriptions
     limiter: SendRateLimiter | None
     buf: bytearray = field(default_factory=lambda: bytearray(READ_BUFFER_SIZE))
+    #: The URL of the last attempt (the ``url`` setting, or what its factory returned).
+    url: str = ""
     #: Aborts the handshake in progress (set by the transport while one runs).
     cancel_connect: Callable[[], None] | None = None
     #: Threads finishing the closing handshake of replaced connections.
@@ -61,6 +64,11 @@ class Runtime:
     @property
     def stopping(self) -> bool:
         return self.mailbox.stop is not None
+
+    @property
+    def where(self) -> str:
+        """The current URL for logs and errors, password hidden."""
+        return redact_url(self.url)
 
     @property
     def link(self) -> Link | None:

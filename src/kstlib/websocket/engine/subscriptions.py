@@ -27,24 +27,31 @@ Sender = Callable[[Link, Message], bool]
 class Subscriptions:
     """The list, and the connections that have it."""
 
-    def __init__(self, initial: Iterable[Message]) -> None:
+    def __init__(self, initial: Iterable[Message] = ()) -> None:
         self._lock = threading.Lock()
+        self._base: list[Message] = []  # what the subscriptions factory gave last
         self._items: list[Message] = list(initial)
         self._links: list[Link] = []
 
     def items(self) -> list[Message]:
+        """The list a connection gets now: the factory's messages, then the others."""
         with self._lock:
-            return list(self._items)
+            return self._base + self._items
 
-    def install(self, link: Link, send: Sender) -> int | None:
+    def install(self, link: Link, send: Sender, base: list[Message] | None = None) -> int | None:
         """Send the whole list on ``link`` and add it to the subscribed set; returns how
-        many were sent, None when cancelled. Exceptions of ``send`` propagate."""
+        many were sent, None when cancelled. ``base`` is what the subscriptions factory
+        produced for this attempt (it replaces the previous one). Exceptions of ``send``
+        propagate."""
         with self._lock:
-            for msg in self._items:
+            if base is not None:
+                self._base = base
+            messages = self._base + self._items
+            for msg in messages:
                 if not send(link, msg):
                     return None
             self._links.append(link)
-            return len(self._items)
+            return len(messages)
 
     def forget(self, link: Link) -> None:
         """``link`` ended or was replaced: changes no longer go to it."""
@@ -60,8 +67,9 @@ class Subscriptions:
                 send(link, msg)
 
     def remove(self, msg: Message, unsubscribe: Message | None, send: Sender) -> None:
-        """Remove ``msg`` (``ValueError`` if absent); send ``unsubscribe``, if given, on
-        every subscribed connection."""
+        """Remove ``msg`` (``ValueError`` if absent, or if the subscriptions factory gave
+        it: the factory decides its own list); send ``unsubscribe``, if given, on every
+        subscribed connection."""
         with self._lock:
             try:
                 self._items.remove(msg)

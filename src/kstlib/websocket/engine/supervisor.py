@@ -43,6 +43,7 @@ from .connector import connect
 from .link import Link
 from .read_loop import serve
 from .runtime import Runtime
+from .target import has_factories
 
 __all__ = ["Supervisor"]
 
@@ -83,6 +84,7 @@ class Supervisor:
         self.rt = rt
         self.rng = random.Random()
         self._schedule_delay = 0.0
+        self._refreshed = False  # a 401/403 already made the factories run again
 
     # ------------------------------------------------------------------ the loop
 
@@ -128,6 +130,7 @@ class Supervisor:
             return self._attempt_failed(exc, step.phase, attempts, limit)
         if link is None:  # stopped while connecting
             return None
+        self._refreshed = False
         link, ending = serve(rt, link)
         if rt.clock.monotonic() - link.connected_at >= HEALTHY_AFTER:
             attempts = 0
@@ -149,7 +152,12 @@ class Supervisor:
         if rt.stopping:
             return None
         rt.callbacks.report(exc)
-        if is_permanent(exc) or (limit is not None and attempts >= limit):
+        if self._credentials_refused(exc):
+            log.warning(
+                "%s refused the credentials (%s); asking the factories again", rt.where, exc
+            )
+            return _Next(phase, 1e-3, attempts)  # at once, once, with fresh ones
+        if self._permanent(exc) or (limit is not None and attempts >= limit):
             rt.state.fail(self._gave_up(attempts, exc))
             return None
         delay = max(self._backoff(attempts), 1e-3)  # always look at commands between attempts
@@ -159,7 +167,7 @@ class Supervisor:
         log.warning(
             "connection attempt %d to %s failed: %s; retrying in %.1f s%s%s",
             attempts,
-            rt.settings.url,
+            rt.where,
             exc,
             delay,
             "" if asked is None else f" (the server asked Retry-After {asked:g} s)",
@@ -167,13 +175,30 @@ class Supervisor:
         )
         return _Next(phase, delay, attempts)
 
+    def _credentials_refused(self, exc: BaseException) -> bool:
+        """A 401/403 with factories that may produce fresh credentials: True the first
+        time in a row (the next attempt asks them again), False after that."""
+        status = getattr(exc.__cause__, "status_code", None)
+        if status not in (401, 403) or not has_factories(self.rt) or self._refreshed:
+            return False
+        self._refreshed = True
+        return True
+
+    def _permanent(self, exc: BaseException) -> bool:
+        """The ``is_permanent_failure`` setting, else :func:`.backoff.is_permanent`."""
+        rule = self.rt.settings.is_permanent_failure
+        if rule is None:
+            return is_permanent(exc)
+        verdict = self.rt.callbacks.call("is_permanent_failure", rule, exc)
+        return is_permanent(exc) if verdict is None else bool(verdict)
+
     def _gave_up(self, attempts: int, exc: BaseException | None) -> WebSocketConnectionError:
-        url = self.rt.settings.url
+        where = self.rt.where
         if exc is None:
-            text = f"giving up on {url} after {attempts} connection attempt(s)"
+            text = f"giving up on {where} after {attempts} connection attempt(s)"
         else:
-            text = f"could not connect to {url} after {attempts} attempt(s): {exc}"
-        err = WebSocketConnectionError(text, url=url, attempts=attempts)
+            text = f"could not connect to {where} after {attempts} attempt(s): {exc}"
+        err = WebSocketConnectionError(text, url=self.rt.url, attempts=attempts)
         err.__cause__ = exc
         return err
 
