@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from busservers import nats_server, redis_server
 from rawserver import cert_files, client_tls, other_cert_files, serve, server_tls
 
-#: The hand-written server and certificate fixtures, for every integration test.
-__all__ = ["cert_files", "client_tls", "other_cert_files", "serve", "server_tls"]
+#: The hand-written server and certificate fixtures, and the real message buses, for
+#: every integration test.
+__all__ = [
+    "cert_files",
+    "client_tls",
+    "nats_server",
+    "other_cert_files",
+    "redis_server",
+    "serve",
+    "server_tls",
+]

@@ -1,0 +1,137 @@
+"""Consumer-group bookkeeping shared by the sync and asyncio Redis readers (sans-I/O).
+
+:class:`GroupCursor` says which command to send next and turns each reply into a
+:class:`ReadBatch`; the readers only do the I/O. Its rules:
+
+* after every (re)connect the consumer's own pending entries come first (``XREADGROUP
+  ... 0``: entries delivered earlier but not acknowledged, e.g. by a reader that
+  crashed), then new ones (``>``, blocking up to ``block`` seconds);
+* an entry at or below the last id already handed out is not handed out again (its
+  acknowledgement was lost with a connection): it is only acknowledged;
+* ids of the items handed out (:meth:`GroupCursor.handed_out`) are acknowledged with
+  the next read (one round trip: ``XACK`` then ``XREADGROUP``), markers hidden by
+  ``events=False`` and entries that are not records with the next read too;
+* records decode as :mod:`~kstlib.websocket.sinks.records` says.
+
+Thread-safety: none; one reader owns one cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .records import decode_marker, payload_decoder
+
+__all__ = ["GroupCursor", "ReadBatch", "entry_id"]
+
+
+def entry_id(raw: bytes) -> tuple[int, int]:
+    """A stream entry id ``b"ms-seq"`` as a comparable pair."""
+    ms, _, seq = raw.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass
+class ReadBatch:
+    """Items of one read, in stream order, with their entry ids and the receive times
+    (``time.time()`` at the relay's socket read; None for markers)."""
+
+    items: list[Any] = field(default_factory=list)
+    ids: list[bytes] = field(default_factory=list)
+    times: list[bytes | None] = field(default_factory=list)
+
+
+class GroupCursor:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        start: str = "0",
+        count: int = 1000,
+        block: float = 0.5,
+        decode: Any = "json",
+        events: bool = True,
+    ) -> None:
+        self.stream = stream.encode()
+        self.group = group.encode()
+        self.consumer = consumer.encode()
+        self.start = start.encode()
+        self.count = b"%d" % count
+        self.block = b"%d" % max(1, int(block * 1000))
+        self.decode: Callable[[bytes], Any] = payload_decoder(decode)
+        self.events = events
+        self.to_ack: list[bytes] = []
+        self._cursor = b"0"  # own pending entries first
+        self._handed: tuple[int, int] = (-1, -1)
+
+    def reconnected(self) -> None:
+        """Begin again with the consumer's own pending entries."""
+        self._cursor = b"0"
+
+    def create_group(self) -> list[bytes]:
+        return [b"XGROUP", b"CREATE", self.stream, self.group, self.start, b"MKSTREAM"]
+
+    def commands(self) -> list[list[bytes]]:
+        """The next round trip: an ``XACK`` if anything is owed, then the read."""
+        out: list[list[bytes]] = []
+        if self.to_ack:
+            out.append([b"XACK", self.stream, self.group, *self.to_ack])
+        read = [b"XREADGROUP", b"GROUP", self.group, self.consumer, b"COUNT", self.count]
+        if self._cursor == b">":
+            read += (b"BLOCK", self.block)
+        out.append([*read, b"STREAMS", self.stream, self._cursor])
+        return out
+
+    def acked(self) -> None:
+        """The ``XACK`` of :meth:`commands` went through."""
+        self.to_ack = []
+
+    def on_reply(self, reply: Any) -> ReadBatch:
+        """Decode the ``XREADGROUP`` reply (RESP2, bytes) into a batch."""
+        entries = reply[0][1] if reply else []
+        pending = self._cursor != b">"
+        if pending:
+            self._cursor = entries[-1][0] if entries else b">"
+        batch = ReadBatch()
+        for eid, fields in entries:
+            if fields is None or (pending and entry_id(eid) <= self._handed):
+                self.to_ack.append(eid)  # deleted by trimming, or handed out already
+                continue
+            self._add(batch, eid, fields)
+        return batch
+
+    def handed_out(self, batch: ReadBatch, n: int) -> None:
+        """The first ``n`` items of ``batch`` reached the consumer: acknowledge them with
+        the next read; the rest stay pending (read again after a reconnect)."""
+        if n:
+            self.to_ack += batch.ids[:n]
+            self._handed = max(self._handed, entry_id(batch.ids[n - 1]))
+
+    def _add(self, batch: ReadBatch, eid: bytes, f: list[bytes]) -> None:
+        if len(f) == 6 and f[1] == b"m" and f[4] == b"d":  # the common message record
+            batch.items.append(self.decode(f[5]))
+            batch.ids.append(eid)
+            batch.times.append(f[3])
+            return
+        fields = dict(zip(f[::2], f[1::2], strict=False))
+        kind = fields.get(b"k", b"")
+        if kind == b"m" and b"d" in fields:
+            batch.items.append(self.decode(fields[b"d"]))
+            batch.times.append(fields.get(b"t"))
+        elif self.events and kind in (b"c", b"d", b"g"):
+            try:
+                batch.items.append(decode_marker(kind, fields))
+            except ValueError:
+                self.to_ack.append(eid)
+                return
+            batch.times.append(None)
+        else:  # a hidden marker, or an entry some other writer put there
+            self.to_ack.append(eid)
+            return
+        batch.ids.append(eid)
