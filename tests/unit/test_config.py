@@ -107,6 +107,11 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "on_message": None,
     "on_batch": None,
     "is_permanent_failure": None,
+    "heartbeat": None,
+    "login": None,
+    "sequence": None,
+    "on_gap": None,
+    "timestamps": False,
     "on_error": None,
     "handover": None,
     "dedupe_key": None,
@@ -213,6 +218,7 @@ PRECEDENCE: dict[str, tuple[Any, Any, Any, Any]] = {
     "close_timeout": (1, 0.5, 1.0, 0.5),
     "receive_timeout": (2, None, 2.0, None),
     "queue_size": (5, 7, 5, 7),
+    "timestamps": (True, False, True, False),
     "queue_max_bytes": (None, 4096, None, 4096),
     "queue_overflow": ("drop_oldest", "block", "drop_oldest", "block"),
     "max_message_size": (1024, 2**31, 1024, 2**31),
@@ -668,6 +674,8 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("receive_timeout", 0),
     ("receive_timeout", "1"),
     ("receive_timeout", 604_801),
+    ("timestamps", "yes"),
+    ("timestamps", 1),
 ]
 
 
@@ -761,6 +769,8 @@ def test_nan_keyword_is_rejected() -> None:
         "on_batch",
         "on_error",
         "is_permanent_failure",
+        "sequence",
+        "on_gap",
     ],
 )
 def test_callbacks_must_be_callable(key: str) -> None:
@@ -1042,6 +1052,10 @@ def test_keyword_only_options_are_the_python_objects() -> None:
         "should_handover",
         "before_connect",
         "is_permanent_failure",
+        "heartbeat",
+        "login",
+        "sequence",
+        "on_gap",
     } == KEYWORD_ONLY_OPTIONS
 
 

@@ -41,7 +41,7 @@ def test_keepalive_pings_every_interval_and_waits_for_the_first_unanswered_pong(
     assert not ka.expired(39.9) and ka.expired(40.0)
     ka.ping_sent(60.0, waits=False)  # a later ping does not move the awaited deadline
     assert ka.pong_deadline == 40.0
-    ka.pong_received()
+    assert ka.pong_received(42.5) == 12.5  # the round trip of the awaited ping
     assert not ka.expired(1e9) and ka.wake_at() == 90.0
 
 

@@ -12,7 +12,9 @@ from kstlib.websocket.exceptions import (
     WebSocketClosedError,
     WebSocketConnectionError,
     WebSocketError,
+    WebSocketLoginError,
     WebSocketProtocolError,
+    WebSocketRequestError,
     WebSocketTimeoutError,
 )
 from kstlib.websocket.models import (
@@ -20,7 +22,11 @@ from kstlib.websocket.models import (
     ConnectionState,
     Disconnected,
     DisconnectReason,
+    Gap,
+    Heartbeat,
+    Login,
     ReconnectStrategy,
+    Stamped,
     WebSocketStats,
 )
 
@@ -29,12 +35,18 @@ __all__ = [
     "ConnectionState",
     "DisconnectReason",
     "Disconnected",
+    "Gap",
+    "Heartbeat",
+    "Login",
     "ReconnectStrategy",
+    "Stamped",
     "WebSocketClosedError",
     "WebSocketConnectionError",
     "WebSocketError",
+    "WebSocketLoginError",
     "WebSocketManager",
     "WebSocketProtocolError",
+    "WebSocketRequestError",
     "WebSocketStats",
     "WebSocketTimeoutError",
 ]

@@ -123,6 +123,21 @@ class WebSocketManager(BaseManager):
         a peer that stops reading never stalls the event loop."""
         await asyncio.to_thread(self._engine.send, data)
 
+    async def request(
+        self,
+        message: Any,
+        *,
+        match: Callable[[Any], bool] | None = None,
+        timeout: float = 10.0,
+    ) -> Any:
+        """Send ``message`` and return its reply (see the sync ``request``); waits in a
+        worker thread."""
+        return await asyncio.to_thread(self._engine.request, message, match, timeout)
+
+    async def ping(self, timeout: float = 10.0) -> float:
+        """Round trip of a ping now, in seconds (see the sync ``ping``)."""
+        return await asyncio.to_thread(self._engine.ping, timeout)
+
     def stream(self, events: bool = False) -> AsyncIterator[Any]:
         """Async iterator over incoming messages; same end and error rules, and the same
         ``events=True`` gap markers, as the sync ``stream()``. Connects first if

@@ -4,9 +4,11 @@ Every error the library raises to user code derives from :class:`WebSocketError`
 
     WebSocketError
     +-- WebSocketConnectionError(url, attempts)   could not (re)connect
+    |   +-- WebSocketLoginError(reply)            the server refused the login
     +-- WebSocketClosedError(code, reason)        the connection is closed for good
     +-- WebSocketTimeoutError(operation)          an operation did not finish in time
     +-- WebSocketProtocolError(close_code)        the peer broke RFC 6455 / RFC 7692
+    +-- WebSocketRequestError(reply)              a request() got no usable reply
 
 The C++ codec (``_speedups``) raises :class:`WebSocketProtocolError` too: it imports this
 module when it is loaded, so both codecs raise the very same class.
@@ -18,7 +20,9 @@ __all__ = [
     "WebSocketClosedError",
     "WebSocketConnectionError",
     "WebSocketError",
+    "WebSocketLoginError",
     "WebSocketProtocolError",
+    "WebSocketRequestError",
     "WebSocketTimeoutError",
 ]
 
@@ -91,3 +95,33 @@ class WebSocketProtocolError(WebSocketError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.close_code, str(self)))
+
+
+class WebSocketLoginError(WebSocketConnectionError):
+    """The server refused the ``login`` message of a connection attempt; ``reply`` is
+    what it answered. Final by default (see ``is_permanent_failure``)."""
+
+    def __init__(self, message: str, *, url: str, reply: object, attempts: int = 1) -> None:
+        super().__init__(message, url=url, attempts=attempts)
+        self.reply = reply
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_login_error, (str(self), self.url, self.reply, self.attempts))
+
+
+def _rebuild_login_error(
+    message: str, url: str, reply: object, attempts: int
+) -> WebSocketLoginError:
+    return WebSocketLoginError(message, url=url, reply=reply, attempts=attempts)
+
+
+class WebSocketRequestError(WebSocketError):
+    """A ``request()`` could not be answered: its connection ended first, or one reply
+    matched several pending requests (``reply`` holds it, else None)."""
+
+    def __init__(self, message: str, reply: object = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.reply))

@@ -16,7 +16,7 @@ callback (then the call returns without waiting for its effect).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -116,6 +116,30 @@ class WebSocketManager(BaseManager):
         :class:`WebSocketTimeoutError` when the peer stopped reading for ``ping_timeout``.
         Waits for a slot when ``max_send_rate`` is set."""
         self._engine.send(data)
+
+    def request(
+        self,
+        message: Any,
+        *,
+        match: Callable[[Any], bool] | None = None,
+        timeout: float = 10.0,
+    ) -> Any:
+        """Send ``message`` and return its reply, which never reaches ``stream()``.
+
+        ``match(msg)`` recognises the reply; by default it is the dict whose ``id`` is
+        the message's (a dict without ``id`` gets the next integer). Raises
+        :class:`WebSocketTimeoutError` (``operation="request"``) after ``timeout``
+        seconds, :class:`WebSocketRequestError` when the connection ends first or one
+        reply matches several pending requests, :class:`WebSocketClosedError` when not
+        connected."""
+        return self._engine.request(message, match, timeout)
+
+    def ping(self, timeout: float = 10.0) -> float:
+        """Send a ping now and return its round trip in seconds (``stats.ping_rtt`` keeps
+        the last one, ``stats.ping_rtt_avg`` a moving average). Raises
+        :class:`WebSocketClosedError` when not connected, :class:`WebSocketTimeoutError`
+        (``operation="ping"``) after ``timeout`` seconds."""
+        return self._engine.ping(timeout)
 
     def stream(self, events: bool = False) -> Iterator[Any]:
         """Blocking iterator over incoming messages, across reconnects.

@@ -7,9 +7,10 @@ proactive or reactive), ``ReconnectStrategy`` and the frozen ``WebSocketStats`` 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 __all__ = [
     "GAP_MARKERS",
@@ -18,7 +19,12 @@ __all__ = [
     "ConnectionState",
     "DisconnectReason",
     "Disconnected",
+    "Gap",
+    "Heartbeat",
+    "Login",
+    "Message",
     "ReconnectStrategy",
+    "Stamped",
     "WebSocketStats",
 ]
 
@@ -142,6 +148,12 @@ class WebSocketStats:
     gap_seconds: float = 0.0
     #: Payload bytes (after decompression) of the messages queued for the consumer now.
     queued_bytes: int = 0
+    #: Jumps in the ``sequence`` numbers on live connections (each marked with a ``Gap``).
+    sequence_gaps: int = 0
+    #: Round trip of the last ping answered, and its moving average (seconds; None
+    #: before the first pong).
+    ping_rtt: float | None = None
+    ping_rtt_avg: float | None = None
 
 
 @dataclass(frozen=True)
@@ -169,5 +181,68 @@ class Connected:
     reconnect: bool = True
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Marker of ``stream(events=True)``, with ``sequence`` set: on a live connection,
+    stream ``stream`` jumped from the sequence number ``expected`` to ``received``, so
+    messages in between are missing (a server-side drop, a stall). ``at`` is the
+    wall-clock time."""
+
+    stream: Hashable
+    expected: int
+    received: int
+    at: float
+
+
 #: The in-band marker types of ``stream(events=True)``.
-GAP_MARKERS = (Connected, Disconnected)
+GAP_MARKERS = (Connected, Disconnected, Gap)
+
+
+@dataclass(frozen=True)
+class Stamped:
+    """A message with the time it was read from the socket (``timestamps=True``):
+    ``received_ns`` is :func:`time.monotonic_ns` (one stamp per socket read)."""
+
+    message: Any
+    received_ns: int
+
+
+Message = dict[str, Any] | list[Any] | str | bytes
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """An application-level keepalive (option ``heartbeat``), for venues that want their
+    own ping messages rather than (or beside) RFC 6455 pings.
+
+    * ``send``: the message sent every ``every`` seconds while connected (a ``str`` as
+      text, a ``dict``/``list`` as JSON), or a callable returning it;
+    * ``is_reply``: recognises the server's answer (e.g. ``lambda m: m == "pong"``);
+      when none arrives within ``timeout`` seconds (default: ``ping_timeout``) the
+      connection ends with ``PING_TIMEOUT``. None: no answer is expected;
+    * ``answer``: for a server's own application ping, returns what to reply (sent at
+      once), or None for other messages.
+
+    Heartbeat messages, their replies and the server's pings never reach ``stream()``;
+    each message sent takes a slot of ``max_send_rate``.
+    """
+
+    send: Message | Callable[[], Message] | None = None
+    every: float = 20.0
+    is_reply: Callable[[Any], bool] | None = None
+    timeout: float | None = None
+    answer: Callable[[Any], Message | None] | None = None
+
+
+@dataclass(frozen=True)
+class Login:
+    """A message every connection sends first (option ``login``), before the
+    subscriptions: ``send`` (or a callable returning it, called per attempt, e.g. to sign
+    a fresh timestamp). ``is_reply(msg)`` answers True for the acknowledgement, False for
+    a refusal, None for other messages. No answer within ``timeout`` seconds fails the
+    attempt (``WebSocketTimeoutError``); a refusal raises ``WebSocketLoginError`` with the
+    server's reply, final by default. The reply never reaches ``stream()``."""
+
+    send: Message | Callable[[], Message]
+    is_reply: Callable[[Any], bool | None]
+    timeout: float = 10.0

@@ -40,6 +40,7 @@ __all__ = [
     "check_strategy",
     "check_subscriptions",
     "choice",
+    "instance_of",
     "integer",
     "or_factory",
     "or_none",
@@ -171,6 +172,17 @@ def check_ssl_context(value: Any) -> SSLContext:
     if not isinstance(value, SSLContext):
         raise Expected("an ssl.SSLContext", value)
     return value
+
+
+def instance_of(cls: type[_T], what: str) -> Callable[[Any], _T]:
+    """A check that the value is an instance of ``cls`` (described as ``what``)."""
+
+    def check(value: Any) -> _T:
+        if not isinstance(value, cls):
+            raise Expected(what, value)
+        return value
+
+    return check
 
 
 def check_strategy(value: Any) -> ReconnectStrategy:

@@ -42,12 +42,13 @@ from kstlib.websocket.config.checks import (
     check_strategy,
     check_subscriptions,
     choice,
+    instance_of,
     integer,
     or_factory,
     or_none,
     seconds,
 )
-from kstlib.websocket.models import DisconnectReason, ReconnectStrategy
+from kstlib.websocket.models import DisconnectReason, Gap, Heartbeat, Login, ReconnectStrategy
 
 __all__ = [
     "FILE_OPTIONS",
@@ -342,6 +343,52 @@ class Settings:
         "``(message) -> bool``, called for every incoming message: True starts a handover "
         "now (e.g. on a server's announced shutdown). Needs ``handover`` on.",
         keyword_only=True,
+    )
+    heartbeat: Heartbeat | None = _option(
+        None,
+        or_none(instance_of(Heartbeat, "a kstlib.websocket.Heartbeat")),
+        "Application-level keepalive for venues that want their own ping messages (OKX's "
+        'text ``ping``, Bybit\'s ``{"op": "ping"}``, Deribit\'s ``test_request``): what '
+        "to send and how often, how to recognise the answer, and what to answer to the "
+        "server's own pings; see :class:`kstlib.websocket.Heartbeat`. A missed answer ends "
+        "the connection with ``PING_TIMEOUT``; none of this traffic reaches ``stream()``.",
+        keyword_only=True,
+    )
+    login: Login | None = _option(
+        None,
+        or_none(instance_of(Login, "a kstlib.websocket.Login")),
+        "A message every connection sends first and whose acknowledgement it waits for "
+        "before the subscriptions (OKX ``login``, Bybit ``auth``, Deribit ``public/auth``); "
+        "see :class:`kstlib.websocket.Login`.",
+        keyword_only=True,
+    )
+    sequence: Callable[[Any], tuple[Any, ...] | None] | None = _option(
+        None,
+        _CALLBACK,
+        "``(message) -> (stream, seq) | (stream, prev, last) | None``: the sequence numbers "
+        "a message carries (Coinbase ``sequence_num``: ``(channel, n)``; Binance depth: "
+        "``(symbol, U - 1, u)``; OKX books: ``(channel, prevSeqId, seqId)``). A message "
+        "whose ``prev`` is not the last number seen on its stream is preceded in "
+        "``stream(events=True)`` by a :class:`kstlib.websocket.Gap` marker, counted in "
+        "``stats.sequence_gaps`` and passed to ``on_gap``; older numbers (replays) are "
+        "not gaps. Numbers restart with each new connection (its ``Connected`` marker "
+        "already says data may be missing). A callable that raises or returns something "
+        "else is counted and ignored for that message.",
+        keyword_only=True,
+    )
+    on_gap: Callable[[Gap], None] | None = _option(
+        None,
+        _CALLBACK,
+        "``on_gap(gap)``, run on the engine thread for each sequence gap (e.g. to "
+        "resynchronise an order book from a snapshot).",
+        keyword_only=True,
+    )
+    timestamps: bool = _option(
+        False,
+        check_bool,
+        "``true``: each message reaches ``stream()`` as a :class:`kstlib.websocket.Stamped` "
+        "``(message, received_ns)``, stamped with :func:`time.monotonic_ns` when its socket "
+        "read returned (one stamp per read). A boolean.",
     )
     is_permanent_failure: Callable[[BaseException], bool | None] | None = _option(
         None,

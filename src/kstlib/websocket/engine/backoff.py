@@ -7,6 +7,7 @@ import math
 import random
 import ssl
 
+from kstlib.websocket.exceptions import WebSocketLoginError
 from kstlib.websocket.models import ReconnectStrategy
 
 __all__ = [
@@ -49,7 +50,9 @@ def backoff_delay(
 def is_permanent(exc: BaseException) -> bool:
     """True when a failed attempt will fail the same way if retried: an HTTP status in
     :data:`PERMANENT_HTTP_STATUSES`, or a certificate the server presented that does not
-    verify (untrusted, expired, wrong host name)."""
+    verify (untrusted, expired, wrong host name), a login the server refused."""
+    if isinstance(exc, WebSocketLoginError):
+        return True
     cause = exc.__cause__
     if isinstance(cause, ssl.SSLCertVerificationError):
         return True

@@ -20,7 +20,11 @@ import select
 import threading
 from dataclasses import dataclass
 
-from kstlib.websocket.exceptions import WebSocketError, WebSocketProtocolError
+from kstlib.websocket.exceptions import (
+    WebSocketClosedError,
+    WebSocketError,
+    WebSocketProtocolError,
+)
 from kstlib.websocket.models import Disconnected, DisconnectReason
 
 from .link import Link
@@ -156,6 +160,10 @@ def record(rt: Runtime, link: Link, ending: Ending, gap: bool = True) -> None:
     lost nothing; the final close is never a gap."""
     rt.subscriptions.forget(link)
     rt.counters.retire(link)
+    rt.delivery.intercept.connection_lost()  # replies owed on it never come
+    rt.ping_waiters.fail(
+        WebSocketClosedError(ending.code, f"connection ended ({ending.reason.value})")
+    )
     reason = ending.reason
     gap = gap and not rt.stopping
     if gap:

@@ -18,12 +18,17 @@ from collections.abc import Callable
 import orjson
 
 from kstlib.websocket import codec, transport
-from kstlib.websocket.exceptions import WebSocketConnectionError, WebSocketError
+from kstlib.websocket.exceptions import (
+    WebSocketConnectionError,
+    WebSocketError,
+    WebSocketTimeoutError,
+)
 from kstlib.websocket.models import Connected
 from kstlib.websocket.protocol import ClientProtocol
 
 from .keepalive import Keepalive
 from .link import Link
+from .login import log_in
 from .runtime import Runtime
 from .subscriptions import Message
 from .target import Target, resolve
@@ -53,7 +58,15 @@ def open_link(rt: Runtime, target: Target) -> Link:
         )
         hs.sock.setblocking(False)
         now = rt.clock.monotonic()
-        keepalive = Keepalive(s.ping_interval, s.ping_timeout, now, s.receive_timeout)
+        beat = s.heartbeat
+        keepalive = Keepalive(
+            s.ping_interval,
+            s.ping_timeout,
+            now,
+            s.receive_timeout,
+            beat.every if beat is not None else None,
+            beat.timeout if beat is not None else None,
+        )
         protocol = ClientProtocol(parser, encoder)
         return Link(hs, protocol, keepalive, clock=rt.clock, write_timeout=s.ping_timeout)
     except BaseException:
@@ -107,21 +120,22 @@ def subscribe(rt: Runtime, link: Link, target: Target) -> int | None:
 
 
 def connect(rt: Runtime) -> Link | None:
-    """One connection attempt: factories, handshake, subscriptions, CONNECTED (None:
-    stopped)."""
+    """One connection attempt: factories, handshake, login, subscriptions, CONNECTED
+    (None: stopped)."""
     target = resolve(rt)
     link = open_link(rt, target)
     rt.counters.attach(link)
     if rt.stopping:
         return None
     try:
-        count = subscribe(rt, link, target)
-    except WebSocketConnectionError:
+        count = subscribe(rt, link, target) if log_in(rt, link) else None
+    except (WebSocketConnectionError, WebSocketTimeoutError):
         link.abort()
         rt.counters.retire(link)
         raise
     if count is None:
         return None
+    rt.delivery.new_connection()
     link.connected_at = rt.clock.monotonic()
     first = rt.counters.connected(link.connected_at)
     rt.state.connected()

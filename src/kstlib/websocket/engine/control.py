@@ -4,7 +4,8 @@
 * :func:`answer_controls` writes the pongs and the close echo the protocol asks for and
   clears the keepalive wait on a matching pong;
 * :func:`after_controls` does that, then ends the connection on the peer's close frame
-  or a violation.
+  or a violation;
+* :func:`send_heartbeat` sends the application heartbeat (option ``heartbeat``).
 
 Every control frame we write takes a slot of the send pacing (``max_send_rate``): an
 exchange counts pongs too. Thread-safety: the engine thread only.
@@ -12,6 +13,11 @@ exchange counts pongs too. Thread-safety: the engine thread only.
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
+from kstlib.websocket import codec
 from kstlib.websocket.exceptions import WebSocketError
 from kstlib.websocket.models import DisconnectReason
 
@@ -19,7 +25,7 @@ from .closing import Ending, lost, protocol_failure, server_closed
 from .link import Link
 from .runtime import Runtime
 
-__all__ = ["after_controls", "answer_controls", "send_ping"]
+__all__ = ["after_controls", "answer_controls", "send_heartbeat", "send_message", "send_ping"]
 
 _R = DisconnectReason
 
@@ -39,7 +45,10 @@ def answer_controls(rt: Runtime, link: Link) -> None:
     protocol.has_news = False
     if protocol.pong_matched:
         protocol.pong_matched = False
-        link.keepalive.pong_received()
+        rtt = link.keepalive.pong_received(rt.clock.monotonic())
+        if rtt is not None:
+            rt.counters.round_trip(rtt)
+            rt.ping_waiters.resolve(rtt)
     sent = link.flush()
     if rt.limiter is not None:
         for _ in range(sent):
@@ -58,3 +67,28 @@ def after_controls(rt: Runtime, link: Link) -> Ending | None:
     if link.protocol.error is not None:
         return protocol_failure(rt, link, link.protocol.error)
     return None
+
+
+def send_heartbeat(rt: Runtime, link: Link, now: float) -> None:
+    """Send the application heartbeat on ``link`` (it takes a pacing slot) and arm its
+    answer deadline. Raises ``OSError`` / ``WebSocketError`` when writing fails."""
+    beat = rt.settings.heartbeat
+    assert beat is not None
+    msg = beat.send() if callable(beat.send) else beat.send
+    if msg is not None:
+        send_message(rt, link, msg)
+    link.keepalive.beat_sent(now, beat.is_reply is not None)
+
+
+def send_message(rt: Runtime, link: Link, msg: Any) -> None:
+    """Write one message the engine itself sends (a heartbeat, an answer to the
+    server's ping): ``str`` as text, ``bytes`` as binary, anything else as JSON. It takes
+    a pacing slot without waiting for one (it cannot be late)."""
+    if rt.limiter is not None:
+        rt.limiter.record()
+    if isinstance(msg, str):
+        link.send_data(codec.OP_TEXT, msg)
+    elif isinstance(msg, (bytes, bytearray)):
+        link.send_data(codec.OP_BINARY, msg)
+    else:
+        link.send_data(codec.OP_TEXT, orjson.dumps(msg))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -26,6 +27,7 @@ from kstlib.websocket.models import ConnectionState, WebSocketStats
 from .callbacks import Callbacks
 from .clock import SYSTEM_CLOCK, Clock
 from .connector import send_subscription
+from .control import send_message
 from .delivery import Delivery, decode_plan
 from .link import Link
 from .mailbox import Mailbox, StopMode
@@ -65,8 +67,10 @@ class Engine:
             ),
             limiter=None,
         )
+        self._rt.delivery.intercept.answer = self._answer
         self.settings = settings
         self._thread: threading.Thread | None = None
+        self._next_id = 0  # ids given to request() messages that had none
 
     # ------------------------------------------------------------------ settings / state
 
@@ -82,6 +86,7 @@ class Engine:
         if isinstance(settings.url, str) or not rt.url:
             rt.url = settings.url if isinstance(settings.url, str) else "(url factory)"
         rt.mode, rt.loads, _ = decode_plan(settings.decode)
+        rt.delivery.intercept.heartbeat = settings.heartbeat
         rate = settings.max_send_rate
         rt.limiter = SendRateLimiter(rate) if rate else None
 
@@ -288,6 +293,55 @@ class Engine:
         if not send_subscription(self._rt, link, msg) or self._rt.stopping:
             raise WebSocketClosedError(None, "closing")
         return True
+
+    def request(self, message: Any, match: Callable[[Any], bool] | None, timeout: float) -> Any:
+        """Send ``message`` and return the reply ``match`` accepts (default: a dict whose
+        ``id`` is the message's; a dict without ``id`` gets the next integer id). The
+        reply never reaches ``stream()``. Raises ``WebSocketTimeoutError("request")``,
+        ``WebSocketRequestError`` (the connection ended first, or the reply matched
+        several requests) or ``WebSocketClosedError`` (not connected)."""
+        if match is None:
+            message, match = self._by_id(message)
+        intercept = self._rt.delivery.intercept
+        pending = intercept.expect(match)
+        try:
+            self.send(message)
+            return pending.wait(timeout)
+        finally:
+            intercept.forget(pending)
+
+    def _by_id(self, message: Any) -> tuple[Any, Callable[[Any], bool]]:
+        if not isinstance(message, dict):
+            raise TypeError("request() without match= takes a dict message (matched by id)")
+        if "id" not in message:
+            with self._rt.control:
+                self._next_id += 1
+                message = {**message, "id": self._next_id}
+        rid = message["id"]
+        return message, lambda reply: type(reply) is dict and reply.get("id") == rid
+
+    def ping(self, timeout: float) -> float:
+        """Send a ping (or wait for the one in flight) and return its round trip in
+        seconds. Raises ``WebSocketClosedError`` when not connected or when the connection
+        ends first, ``WebSocketTimeoutError("ping")`` after ``timeout`` seconds."""
+        rt = self._rt
+        if rt.link is None or rt.state.dead:
+            raise WebSocketClosedError(None, f"not connected (state {self.state.name})")
+        waiter = rt.ping_waiters.add()
+        rt.mailbox.post_ping()
+        try:
+            return float(waiter.wait(timeout))
+        finally:
+            rt.ping_waiters.forget(waiter)
+
+    def _answer(self, message: Any) -> None:
+        """Reply to the server's application ping (engine thread, current connection)."""
+        link = self._rt.link
+        if link is not None:
+            try:
+                send_message(self._rt, link, message)
+            except (OSError, WebSocketError) as exc:
+                log.warning("could not answer the server's ping: %s", exc)
 
     def send(self, data: Any) -> None:
         """Send one message from any thread: str (text), bytes-like (binary), dict/list

@@ -4,11 +4,16 @@ One batch per socket read travels this way (never one message at a time):
 
 1. a ``decode`` callable, if set, maps each message (a failure keeps the raw message and
    is counted in ``decode_errors``);
-2. just after a handover, messages the old connection already delivered are dropped
+2. the engine's own messages leave the batch (:mod:`.intercept`: request replies,
+   heartbeat answers, the server's application pings);
+3. just after a handover, messages the old connection already delivered are dropped
    (keys remembered for :data:`DEDUPE_WINDOW` seconds, counted in ``duplicates_dropped``);
-3. ``should_handover(msg)`` is asked for each message when handover is on;
-4. ``on_batch(batch)``, if set, returns what goes on (gap markers pass through it too);
-5. ``on_message`` gets each message, or else the batch goes to the inbox, waiting for room
+4. with ``sequence``, a ``Gap`` marker goes before each message that follows a hole
+   (:mod:`.sequences`), and ``on_gap`` is called;
+5. ``should_handover(msg)`` is asked for each message when handover is on;
+6. with ``timestamps``, each message is wrapped in ``Stamped(message, received_ns)``;
+7. ``on_batch(batch)``, if set, returns what goes on (gap markers pass through it too);
+8. ``on_message`` gets each message, or else the batch goes to the inbox, waiting for room
    under ``queue_overflow="block"`` until a stop is asked.
 
 The time spent in steps 4 and 5 is returned, so the keepalive timers can be credited
@@ -19,6 +24,7 @@ Thread-safety: the engine thread only (and the thread of a closing handshake).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,12 +33,14 @@ import orjson
 from kstlib.websocket import codec
 from kstlib.websocket.config import Settings
 from kstlib.websocket.inbox import Inbox
-from kstlib.websocket.models import Connected, Disconnected
+from kstlib.websocket.models import GAP_MARKERS, Connected, Disconnected, Stamped
 
 from .callbacks import Callbacks
 from .clock import Clock
+from .intercept import Interceptor
 from .mailbox import Mailbox
 from .overlap import RecentKeys, handover_enabled
+from .sequences import SequenceTracker
 from .stats import Counters
 
 __all__ = ["DEDUPE_WINDOW", "Delivery", "decode_plan"]
@@ -82,6 +90,8 @@ class Delivery:
         self.markers = False
         #: Set when ``should_handover`` answered True; the read loop takes it.
         self.handover_wanted = False
+        self.intercept = Interceptor(callbacks.call)
+        self._sequences: SequenceTracker | None = None
         self._dedupe: RecentKeys | None = None
         self._dedupe_until = 0.0
 
@@ -134,14 +144,38 @@ class Delivery:
         fn = s.decode if callable(s.decode) else None
         if fn is not None:
             msgs = [self._decode_one(fn, m) for m in msgs]
+        if self.intercept.active:
+            msgs = self.intercept.take(msgs)
         if self._dedupe is not None:
             msgs = self._drop_overlap(s, msgs)
+        if s.sequence is not None:
+            msgs = self._check_sequences(s, msgs)
         wants = s.should_handover
         if wants is not None and handover_enabled(s):
             for m in msgs:
                 if self._callbacks.call("should_handover", wants, m):
                     self.handover_wanted = True
+        if s.timestamps:
+            now = time.monotonic_ns()
+            msgs = [m if type(m) in GAP_MARKERS else Stamped(m, now) for m in msgs]
         return msgs
+
+    def new_connection(self) -> None:
+        """A connection (not a handover's) begins: sequence numbers start afresh."""
+        if self._sequences is not None:
+            self._sequences.reset()
+
+    def _check_sequences(self, s: Settings, msgs: list[Any]) -> list[Any]:
+        tracker = self._sequences
+        if tracker is None:
+            assert s.sequence is not None
+            tracker = self._sequences = SequenceTracker(s.sequence, self._clock.time)
+        marked, gaps = tracker.check(msgs)
+        for gap in gaps:
+            self._counters.add("sequence_gaps")
+            self._callbacks.call("on_gap", s.on_gap, gap)
+        # the markers travel in band only to whoever asked for events
+        return marked if gaps and (self.markers or s.on_batch is not None) else msgs
 
     def _call_on_message(self, on_message: Callable[[Any], None], msgs: list[Any]) -> None:
         # A stop request ends the calls; the rest of the batch stays readable in stream().

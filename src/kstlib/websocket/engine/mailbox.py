@@ -43,6 +43,8 @@ class Commands:
     soft: bool = False
     connect_now: bool = False
     schedule_at: float | None = None
+    #: ``ping()``: send a ping now to measure the round trip.
+    ping: bool = False
 
 
 class Mailbox:
@@ -56,6 +58,7 @@ class Mailbox:
         self.stop: StopMode | None = None
         self._disconnect = self._kill = self._soft = self._connect_now = False
         self._schedule_at: float | None = None
+        self._ping = False
         self._ack_seq = 0
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -68,6 +71,7 @@ class Mailbox:
             self.stop = None
             self._disconnect = self._kill = self._soft = self._connect_now = False
             self._schedule_at = None
+            self._ping = False
             self.pending = False
             self._wake_r, self._wake_w = socket.socketpair()
             self._wake_r.setblocking(False)
@@ -107,6 +111,11 @@ class Mailbox:
             self._kill = True
             return self._wake()
 
+    def post_ping(self) -> None:
+        with self._control:
+            self._ping = True
+            self._wake()
+
     def post_soft(self) -> None:
         with self._control:
             self._soft = True
@@ -145,8 +154,9 @@ class Mailbox:
                 self._soft,
                 self._connect_now,
                 self._schedule_at,
+                self._ping,
             )
-            self._disconnect = self._kill = self._connect_now = False
+            self._disconnect = self._kill = self._connect_now = self._ping = False
             self._schedule_at = None
             self.pending = self.stop is not None
             self._drain_wake()

@@ -27,7 +27,7 @@ from kstlib.websocket.models import ConnectionState, DisconnectReason
 
 from . import handover
 from .closing import Ending, graceful, lost
-from .control import after_controls, send_ping
+from .control import after_controls, send_heartbeat, send_ping
 from .link import Link
 from .mailbox import StopMode
 from .overlap import handover_enabled
@@ -112,6 +112,9 @@ class _Serving:
         blocked = delivery.deliver(msgs, nbytes=nbytes)
         if blocked:
             keepalive.credit(blocked)
+        if delivery.intercept.beat_answered:
+            delivery.intercept.beat_answered = False
+            keepalive.beat_answered()
         if delivery.handover_wanted:
             delivery.handover_wanted = False
             self.rotation = _R.CONNECTION_LIMIT
@@ -137,6 +140,11 @@ class _Serving:
             ending = graceful(rt, link, _R.SCHEDULED)
             ending.reconnect_at = cmds.schedule_at
             return ending
+        if cmds.ping and not link.protocol.awaiting_pong:
+            try:
+                send_ping(rt, link, rt.clock.monotonic())
+            except (OSError, WebSocketError) as exc:
+                return lost(rt, link, _R.NETWORK_ERROR, exc)
         if cmds.soft and rt.settings.should_disconnect is None:
             rt.mailbox.take_soft()
             return graceful(rt, link, _R.USER_REQUESTED)
@@ -154,6 +162,9 @@ class _Serving:
         if keepalive.expired(now):
             link.abort()
             return Ending(_R.PING_TIMEOUT, None, f"no pong within {keepalive.timeout:g}s")
+        beat = self._heartbeat(now)
+        if beat is not None:
+            return beat
         if keepalive.data_expired(now):
             keepalive.data_received(now)  # one verdict per silence, even if a rotation fails
             return self._silent()
@@ -170,6 +181,22 @@ class _Serving:
             return graceful(rt, link, rotation)
         # None: the new connection failed, keep this one until its real end
         return handover.rotate(rt, link, rotation)
+
+    def _heartbeat(self, now: float) -> Ending | None:
+        """The application heartbeat: send it when due; end the connection when its
+        answer is late."""
+        rt, link = self.rt, self.link
+        keepalive = link.keepalive
+        if keepalive.beat_expired(now):
+            link.abort()
+            text = f"no heartbeat answer within {keepalive.beat_timeout:g}s"
+            return Ending(_R.PING_TIMEOUT, None, text)
+        if keepalive.beat_due(now):
+            try:
+                send_heartbeat(rt, link, now)
+            except (OSError, WebSocketError) as exc:
+                return lost(rt, link, _R.NETWORK_ERROR, exc)
+        return None
 
     def _silent(self) -> Ending | Link | None:
         """No data for ``receive_timeout``: rotate make-before-break when handover is on

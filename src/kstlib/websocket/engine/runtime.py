@@ -26,6 +26,7 @@ from .mailbox import Mailbox
 from .state import StateMachine
 from .stats import Counters
 from .subscriptions import Subscriptions
+from .waiters import PingWaiters
 
 __all__ = ["READ_BUFFER_SIZE", "Runtime"]
 
@@ -57,6 +58,8 @@ class Runtime:
     closers: list[threading.Thread] = field(default_factory=list)
     #: The system's default TLS context, built at the first ``wss://`` connection.
     default_tls: ssl.SSLContext | None = None
+    #: Callers of ``ping()`` waiting for the next round trip.
+    ping_waiters: PingWaiters = field(default_factory=PingWaiters)
     #: Codec mode and loads of the current ``decode`` setting.
     mode: int = 0
     loads: Callable[[bytes], Any] | None = None

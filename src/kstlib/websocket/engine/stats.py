@@ -31,6 +31,7 @@ Counter = Literal[
     "handover_failures",
     "duplicates_dropped",
     "overlap_seconds",
+    "sequence_gaps",
 ]
 
 
@@ -57,6 +58,9 @@ class Counters:
         self.handover_failures = 0
         self.duplicates_dropped = 0
         self.overlap_seconds = 0.0
+        self.sequence_gaps = 0
+        self.ping_rtt: float | None = None
+        self.ping_rtt_avg: float | None = None
         self._gaps = 0
         self._gap_seconds = 0.0
         self._gap_started_at: float | None = None
@@ -86,6 +90,13 @@ class Counters:
         """The gap just counted is no stretch of downtime (the new connection was up)."""
         with self.lock:
             self._gap_started_at = None
+
+    def round_trip(self, rtt: float) -> None:
+        """A pong answered our ping after ``rtt`` seconds (moving average: 1/8 weight)."""
+        with self.lock:
+            self.ping_rtt = rtt
+            avg = self.ping_rtt_avg
+            self.ping_rtt_avg = rtt if avg is None else avg + (rtt - avg) / 8.0
 
     def attach(self, link: Link) -> None:
         """Make ``link`` the current connection."""
@@ -155,4 +166,7 @@ class Counters:
                 gaps=self._gaps,
                 gap_seconds=gap_seconds,
                 queued_bytes=queued_bytes,
+                sequence_gaps=self.sequence_gaps,
+                ping_rtt=self.ping_rtt,
+                ping_rtt_avg=self.ping_rtt_avg,
             )

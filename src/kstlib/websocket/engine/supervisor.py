@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from kstlib.websocket.exceptions import (
     WebSocketClosedError,
     WebSocketConnectionError,
+    WebSocketLoginError,
     WebSocketProtocolError,
     WebSocketTimeoutError,
 )
@@ -198,7 +199,11 @@ class Supervisor:
             text = f"giving up on {where} after {attempts} connection attempt(s)"
         else:
             text = f"could not connect to {where} after {attempts} attempt(s): {exc}"
-        err = WebSocketConnectionError(text, url=self.rt.url, attempts=attempts)
+        err: WebSocketConnectionError
+        if isinstance(exc, WebSocketLoginError):  # keep the type and the server's reply
+            err = WebSocketLoginError(text, url=self.rt.url, reply=exc.reply, attempts=attempts)
+        else:
+            err = WebSocketConnectionError(text, url=self.rt.url, attempts=attempts)
         err.__cause__ = exc
         return err
 

@@ -1,0 +1,104 @@
+"""Messages the engine answers itself, before they reach ``stream()``: the replies to
+``request()``, the answers to the application heartbeat, and the server's own
+application pings (answered at once).
+
+:meth:`Interceptor.take` runs on the engine thread for every batch; it costs one test
+per batch when no request is pending and no heartbeat is configured.
+
+Thread-safety: :meth:`Interceptor.expect` and :meth:`Interceptor.connection_lost` may be
+called from any thread; :meth:`Interceptor.take` from the engine thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kstlib.websocket.exceptions import WebSocketRequestError
+from kstlib.websocket.models import Heartbeat
+
+from .waiters import Pending
+
+__all__ = ["Interceptor"]
+
+
+class Interceptor:
+    """Takes the engine's own messages out of each batch (see the module docstring)."""
+
+    def __init__(self, call: Callable[..., Any]) -> None:
+        self._call = call  # guarded user-callback invocation
+        #: Sends a reply to the server's application ping (set by the engine).
+        self.answer: Callable[[Any], None] = _no_connection
+        self._lock = threading.Lock()
+        self._pending: list[Pending] = []
+        self.heartbeat: Heartbeat | None = None
+        #: Set when the heartbeat's answer came; the read loop takes it.
+        self.beat_answered = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self._pending) or self.heartbeat is not None
+
+    def expect(self, match: Callable[[Any], bool]) -> Pending:
+        """Register a ``request()``: the first message ``match`` accepts is its reply."""
+        pending = Pending("request", match)
+        with self._lock:
+            self._pending.append(pending)
+        return pending
+
+    def forget(self, pending: Pending) -> None:
+        with self._lock:
+            if pending in self._pending:
+                self._pending.remove(pending)
+
+    def connection_lost(self) -> None:
+        """The connection ended: replies owed on it will never come."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for p in pending:
+            p.fail(WebSocketRequestError("the connection ended before the reply"))
+
+    def take(self, msgs: list[Any]) -> list[Any]:
+        """``msgs`` without the messages the engine handles itself."""
+        return [m for m in msgs if not self._handled(m)]
+
+    def _handled(self, msg: Any) -> bool:
+        if self._pending and self._reply(msg):
+            return True
+        beat = self.heartbeat
+        if beat is None:
+            return False
+        if beat.is_reply is not None and self._call("heartbeat.is_reply", beat.is_reply, msg):
+            self.beat_answered = True
+            return True
+        if beat.answer is not None:
+            reply = self._call("heartbeat.answer", beat.answer, msg)
+            if reply is not None:
+                self.answer(reply)
+                return True
+        return False
+
+    def _reply(self, msg: Any) -> bool:
+        with self._lock:
+            candidates = list(self._pending)
+        matched = [p for p in candidates if self._call("request match", p.match, msg)]
+        if not matched:
+            return False
+        with self._lock:  # a waiter that gave up meanwhile is gone
+            matched = [p for p in matched if p in self._pending]
+            for p in matched:
+                self._pending.remove(p)
+        if not matched:
+            return True
+        if len(matched) == 1:
+            matched[0].resolve(msg)
+        else:
+            error = WebSocketRequestError(f"one reply matched {len(matched)} requests", msg)
+            for p in matched:
+                p.fail(error)
+        return True
+
+
+def _no_connection(reply: Any) -> None:
+    raise RuntimeError("no connection to answer on")  # pragma: no cover - set at start
