@@ -15,8 +15,8 @@ from typing import Any
 from kstlib.websocket._http import redact_url
 from kstlib.websocket.config import Settings, load_settings
 from kstlib.websocket.engine import Engine, StopMode
-from kstlib.websocket.inbox import Inbox
-from kstlib.websocket.models import ConnectionState, WebSocketStats
+from kstlib.websocket.inbox import Inbox, InboxFinished
+from kstlib.websocket.models import GAP_MARKERS, ConnectionState, WebSocketStats
 
 __all__ = ["BaseManager"]
 
@@ -143,6 +143,33 @@ class BaseManager:
             unsubscribe_message = {**message, "method": "UNSUBSCRIBE"}
         self._engine.remove_subscription(message, unsubscribe_message)
 
+    # ------------------------------------------------------------------ polling
+
+    def drain(self, max_items: int | None = None, *, events: bool = False) -> list[Any]:
+        """What is queued now (at most ``max_items``), without waiting: ``[]`` when
+        nothing is. The same items, in the same order, as ``stream(events=events)``
+        would yield next. Raises the error that ended the stream, once it is drained."""
+        hide = self._hide_markers(events)
+        out: list[Any] = []
+        while max_items is None or len(out) < max_items:
+            want = None if max_items is None else max_items - len(out)
+            try:
+                batch = self._inbox.get_batch(timeout=0.0, max_items=want)
+            except InboxFinished as end:
+                if end.error is not None and not out:
+                    raise end.error from None
+                break
+            if not batch:
+                break
+            out += batch if hide is None or not hide() else _without_markers(batch)
+        return out
+
+    def fileno(self) -> int:
+        """A descriptor that polls readable while messages are queued (or the stream has
+        ended), so a ``select``/``epoll`` loop or a GUI loop can wait on several
+        managers and its own sockets at once, then call :meth:`drain`."""
+        return self._inbox.fileno()
+
     # ------------------------------------------------------------------ for the fronts
 
     def _connect(self, timeout: float | None) -> None:
@@ -178,3 +205,7 @@ def _abandoned(engine: Engine) -> None:
         stacklevel=2,
     )
     engine.stop(StopMode.FORCE)
+
+
+def _without_markers(batch: list[Any]) -> list[Any]:
+    return [m for m in batch if type(m) not in GAP_MARKERS]

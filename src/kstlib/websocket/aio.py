@@ -29,6 +29,9 @@ from typing import Any
 from kstlib.websocket._base import BaseManager
 from kstlib.websocket._stream import drain_async
 from kstlib.websocket.engine import StopMode
+from kstlib.websocket.exceptions import WebSocketClosedError, WebSocketTimeoutError
+from kstlib.websocket.inbox import InboxFinished
+from kstlib.websocket.models import GAP_MARKERS
 
 __all__ = ["WebSocketManager"]
 
@@ -137,6 +140,24 @@ class WebSocketManager(BaseManager):
     async def ping(self, timeout: float = 10.0) -> float:
         """Round trip of a ping now, in seconds (see the sync ``ping``)."""
         return await asyncio.to_thread(self._engine.ping, timeout)
+
+    async def recv(self, timeout: float | None = None, *, events: bool = False) -> Any:
+        """The next message (see the sync ``recv``); waiting never blocks the loop."""
+        hide = self._hide_markers(events)
+        await self._connect_once()
+        try:
+            return await asyncio.wait_for(self._next(hide), timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise WebSocketTimeoutError("recv", timeout) from None
+
+    async def _next(self, hide: Callable[[], bool] | None) -> Any:
+        while True:
+            try:
+                (item,) = await self._inbox.get_batch_async(max_items=1)
+            except InboxFinished as end:
+                raise end.error or WebSocketClosedError(None, "the stream has ended") from None
+            if hide is None or not hide() or type(item) not in GAP_MARKERS:
+                return item
 
     def stream(self, events: bool = False) -> AsyncIterator[Any]:
         """Async iterator over incoming messages; same end and error rules, and the same

@@ -28,8 +28,10 @@ every queued message, then see the end (with the error, if any, that ended it).
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -78,6 +80,8 @@ class Inbox:
         self._sizes: deque[int] = deque()  # payload bytes of each queued item
         self.queued_bytes = 0
         self._taken_size = 0  # average item size of the last batch taken
+        self._signal: tuple[socket.socket, socket.socket] | None = None  # see fileno()
+        self._signalled = False
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
@@ -213,6 +217,8 @@ class Inbox:
     def _notify_consumers(self) -> None:
         # Called with the lock held.
         self._not_empty.notify()
+        if self._signal is not None:
+            self._raise_signal()
         if self._async_waiters:
             waiters, self._async_waiters = self._async_waiters, []
             for loop, fut in waiters:
@@ -223,6 +229,20 @@ class Inbox:
 
     # -- consumer side ---------------------------------------------------------------------
 
+    def _take(self, max_items: int | None) -> list[Any]:
+        # Called with the lock held and at least one item queued.
+        items = self._items
+        if max_items is None or max_items >= len(items):
+            return self._take_all()
+        batch = [items.popleft() for _ in range(max_items)]
+        sizes = self._sizes
+        taken = sum(sizes.popleft() for _ in range(max_items))
+        self.queued_bytes -= taken
+        self._taken_size = taken // max_items
+        self._not_full.notify()
+        self._not_empty.notify()  # the rest is for the next consumer
+        return batch
+
     def _take_all(self) -> list[Any]:
         # Called with the lock held and at least one item queued.
         if len(self._items) == 1:
@@ -232,6 +252,8 @@ class Inbox:
             self._items.clear()
         self._forget_sizes(len(batch))
         self._not_full.notify()
+        if self._signal is not None:
+            self._clear_signal()
         return batch
 
     def _forget_sizes(self, taken: int) -> None:
@@ -240,8 +262,9 @@ class Inbox:
         self._sizes.clear()
         self.queued_bytes = 0
 
-    def get_batch(self, timeout: float | None = None) -> list[Any]:
-        """Take every queued message (oldest first); wait up to ``timeout`` for one.
+    def get_batch(self, timeout: float | None = None, max_items: int | None = None) -> list[Any]:
+        """Take every queued message, or the first ``max_items`` (oldest first); wait up
+        to ``timeout`` for one (0: do not wait).
 
         Returns ``[]`` when the time is up. Raises :class:`InboxFinished` once the inbox
         is finished and empty.
@@ -262,15 +285,16 @@ class Inbox:
                         self._not_empty.wait(remaining)
                 if not self._items:
                     raise InboxFinished(self._error)
-            return self._take_all()
+            return self._take(max_items)
 
-    async def get_batch_async(self) -> list[Any]:
-        """Awaitable :meth:`get_batch`: never blocks the event loop."""
+    async def get_batch_async(self, max_items: int | None = None) -> list[Any]:
+        """Awaitable :meth:`get_batch` (no timeout: wrap it in ``asyncio.wait_for``);
+        never blocks the event loop."""
         loop = asyncio.get_running_loop()
         while True:
             with self._lock:
                 if self._items:
-                    return self._take_all()
+                    return self._take(max_items)
                 if self._finished:
                     raise InboxFinished(self._error)
                 fut: asyncio.Future[None] = loop.create_future()
@@ -292,7 +316,46 @@ class Inbox:
             self._items.clear()
             self._forget_sizes(len(items))
             self._not_full.notify_all()
+            if self._signal is not None:
+                self._clear_signal()
             return items
+
+    # -- selectable --------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """A descriptor that polls readable while messages are queued or the stream has
+        ended (for ``select``/``epoll`` loops). Created on the first call; it costs one
+        small write when the queue goes from empty to not empty, nothing otherwise."""
+        with self._lock:
+            if self._signal is None:
+                r, w = socket.socketpair()
+                r.setblocking(False)
+                w.setblocking(False)
+                self._signal = (r, w)
+                weakref.finalize(self, _close_pair, r, w)
+                if self._items or self._finished:
+                    self._raise_signal()
+            return self._signal[0].fileno()
+
+    def _raise_signal(self) -> None:
+        # Called with the lock held and the signal pair made.
+        if not self._signalled:
+            assert self._signal is not None
+            try:
+                self._signal[1].send(b"\0")
+            except OSError:
+                pass
+            self._signalled = True
+
+    def _clear_signal(self) -> None:
+        # Called with the lock held once the queue is empty.
+        if self._signalled and not self._finished:
+            assert self._signal is not None
+            try:
+                self._signal[0].recv(64)
+            except OSError:
+                pass
+            self._signalled = False
 
     def extend_front(self, items: Iterable[Any]) -> None:
         """Put ``items`` back at the head of the queue (a consumer that stopped early)."""
@@ -311,3 +374,8 @@ class Inbox:
     def finished(self) -> bool:
         """True once :meth:`finish` was called (items may still be queued)."""
         return self._finished
+
+
+def _close_pair(r: socket.socket, w: socket.socket) -> None:
+    r.close()
+    w.close()

@@ -16,6 +16,7 @@ callback (then the call returns without waiting for its effect).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -23,6 +24,9 @@ from typing import Any
 from kstlib.websocket._base import BaseManager
 from kstlib.websocket._stream import drain
 from kstlib.websocket.engine import StopMode
+from kstlib.websocket.exceptions import WebSocketClosedError, WebSocketTimeoutError
+from kstlib.websocket.inbox import InboxFinished
+from kstlib.websocket.models import GAP_MARKERS
 
 __all__ = ["WebSocketManager"]
 
@@ -140,6 +144,27 @@ class WebSocketManager(BaseManager):
         :class:`WebSocketClosedError` when not connected, :class:`WebSocketTimeoutError`
         (``operation="ping"``) after ``timeout`` seconds."""
         return self._engine.ping(timeout)
+
+    def recv(self, timeout: float | None = None, *, events: bool = False) -> Any:
+        """The next message (or gap marker, with ``events=True``), waiting at most
+        ``timeout`` seconds (None: until one comes): the item ``stream(events=events)``
+        would yield next. Raises :class:`WebSocketTimeoutError` (``operation="recv"``),
+        the error that ended the stream, or :class:`WebSocketClosedError` once the
+        stream has ended. Connects first if ``connect()`` was never called."""
+        hide = self._hide_markers(events)
+        if not self._started:
+            self.connect()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                batch = self._inbox.get_batch(timeout=remaining, max_items=1)
+            except InboxFinished as end:
+                raise end.error or WebSocketClosedError(None, "the stream has ended") from None
+            if not batch:
+                raise WebSocketTimeoutError("recv", timeout)
+            if hide is None or not hide() or type(batch[0]) not in GAP_MARKERS:
+                return batch[0]
 
     def stream(self, events: bool = False) -> Iterator[Any]:
         """Blocking iterator over incoming messages, across reconnects.
