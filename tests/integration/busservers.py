@@ -149,7 +149,7 @@ class NatsServer(BusServer):
     def command(self) -> list[str]:
         return [
             self.binary, "-js", "-sd", str(self.data / "js"), "-a", "127.0.0.1",
-            "-p", str(self.port), "--max_payload", "1MB",
+            "-p", str(self.port),
         ]  # fmt: skip
 
     def ready(self) -> bool:

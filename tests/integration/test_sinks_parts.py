@@ -45,7 +45,7 @@ def test_a_wrong_bus_url_is_a_one_line_error_saying_what_is_wrong(url: str, says
     assert says in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize(("module", "extra"), [("redis", "redis")])
+@pytest.mark.parametrize(("module", "extra"), [("redis", "redis"), ("nats", "nats")])
 def test_without_the_client_library_the_error_names_the_extra(module: str, extra: str) -> None:
     url = "redis://127.0.0.1:1/0?stream=x" if extra == "redis" else "nats://127.0.0.1:1?subject=x"
     code = (

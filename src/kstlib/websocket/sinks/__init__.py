@@ -66,6 +66,8 @@ from .relay import Relay, RelayStats, raw_key
 from .urls import BusUrl, open_reader, open_sink, parse_bus_url
 
 if TYPE_CHECKING:
+    from .nats_reader import AsyncNatsReader, NatsReader
+    from .nats_sink import NatsSink
     from .redis_reader import AsyncRedisReader, RedisReader
     from .redis_sink import RedisSink
 

@@ -39,7 +39,7 @@ class ReadBatch:
     (``time.time()`` at the relay's socket read; None for markers)."""
 
     items: list[Any] = field(default_factory=list)
-    ids: list[bytes] = field(default_factory=list)
+    ids: list[Any] = field(default_factory=list)  # Redis: entry ids; NATS: the messages
     times: list[bytes | None] = field(default_factory=list)
 
 
