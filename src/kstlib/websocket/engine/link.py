@@ -76,6 +76,11 @@ class Link:
         except _WOULD_BLOCK:
             return -1
 
+    def drained(self) -> bool:
+        """After a read shorter than the buffer: nothing is left to read without waiting
+        (over TLS, no decrypted bytes wait inside the ``SSLSocket``)."""
+        return not self.tls or self.sock.pending() == 0  # type: ignore[attr-defined]
+
     def take_leftover(self) -> bytes | None:
         """Bytes the handshake read past its response (to parse first), once."""
         data, self.leftover = self.leftover, b""

@@ -9,8 +9,8 @@ handover swaps in its successor and serving goes on there. Each turn of the loop
 3. takes the user's commands (close, kill, disconnect, schedule...);
 4. runs the timers: keepalive ping and pong deadline, ``should_disconnect``, connection
    age and scheduled rotation (a handover when it is on, else a closing handshake);
-5. when the read found nothing, sleeps in ``poll`` until data, a command or the next
-   timer.
+5. when the read found nothing, or a short read emptied the socket, sleeps in ``poll``
+   until data, a command or the next timer (so an idle socket costs no failing read).
 
 Thread-safety: the engine thread only.
 """
@@ -101,8 +101,8 @@ class _Serving:
             out = self._timers()
             if out is not None:
                 return out
-            if n <= 0:
-                self._sleep()
+            if n <= 0 or (n < len(buf) and link.drained()):
+                self._sleep()  # a short read emptied the socket: no read that would fail
 
     def _deliver(self, msgs: list[Any], nbytes: int) -> None:
         delivery = self.rt.delivery
