@@ -32,11 +32,15 @@ __all__ = [
     "NatsServer",
     "Recorder",
     "RedisServer",
+    "bus",
+    "bus_url",
     "free_port",
     "nats_server",
     "read_n",
     "redis_server",
+    "relay_main",
     "segments",
+    "text_frame",
     "trade_ids",
 ]
 
@@ -238,3 +242,47 @@ def segments(items: list[Any]) -> list[list[int]]:
         elif out[-1]:
             out.append([])
     return [s for s in out if s]
+
+
+@pytest.fixture(params=["redis", "nats"])
+def bus(request: pytest.FixtureRequest) -> BusServer:
+    """Each test using it runs once on Redis and once on NATS."""
+    server: BusServer = request.getfixturevalue(f"{request.param}_server")
+    return server
+
+
+def bus_url(server: BusServer, name: str = "feed") -> str:
+    """The relay/reader address of ``server`` for the stream / subject ``name``."""
+    if isinstance(server, RedisServer):
+        return server.url(name)
+    assert isinstance(server, NatsServer)
+    return server.url(name)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked server text frame carrying ``payload`` (for ``sim.send_raw``)."""
+    n = len(payload)
+    if n < 126:
+        return bytes([0x81, n]) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+def relay_main(bus: str, ws_url: str, name: str) -> None:
+    """A relay process for the redundancy tests: publishes ``ws_url`` to ``bus`` with
+    trade ids as dedupe keys until SIGTERM, printing ``READY`` once connected."""
+    import signal as _signal
+    import sys
+    import threading
+
+    from kstlib.websocket.sinks import Relay, open_sink
+
+    stop = threading.Event()
+    _signal.signal(_signal.SIGTERM, lambda *_: stop.set())
+    relay = Relay(open_sink(bus), name=name, dedupe_key=lambda m: m["t"])
+    relay.connect(ws_url, reconnect_delay=0.05, reconnect_delay_max=0.2)
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    stop.wait()
+    relay.close()

@@ -84,7 +84,8 @@ async def connect(url: str, timeout: float) -> Any:
         url,
         allow_reconnect=False,
         connect_timeout=max(1, round(timeout)),
-        max_reconnect_attempts=0,
+        max_reconnect_attempts=1,  # 0 would retry for ever (nats-py 2.x)
+        reconnect_time_wait=0.1,
         error_cb=_quiet,
     )
 
@@ -97,12 +98,15 @@ async def ensure_stream(
     try:
         await js.stream_info(stream)
     except js_errors.NotFoundError:
-        await js.add_stream(
-            name=stream,
-            subjects=[subject],
-            duplicate_window=duplicate_window,
-            max_msgs=max_msgs if max_msgs is not None else -1,
-        )
+        try:
+            await js.add_stream(
+                name=stream,
+                subjects=[subject],
+                duplicate_window=duplicate_window,
+                max_msgs=max_msgs if max_msgs is not None else -1,
+            )
+        except js_errors.BadRequestError:  # created meanwhile (a reader, another relay)
+            await js.stream_info(stream)
 
 
 async def close(nc: Any) -> None:

@@ -179,9 +179,7 @@ class Publisher:
         while True:
             try:
                 if not self._bus_up:
-                    self.sink.connect()
-                    self._set_up(True)
-                    self._add(bus_connects=1)
+                    self._connect()
                 self._book(chunk, self.sink.publish(chunk))
                 return True
             except BusUnavailableError as exc:
@@ -202,6 +200,17 @@ class Publisher:
             else:  # stopping: the last attempts before the deadline
                 time.sleep(delay)
             delay = min(delay * 2, self.reconnect_delay_max)
+
+    def _connect(self) -> None:
+        """Connect the sink; any failure counts as the bus being unavailable."""
+        try:
+            self.sink.connect()
+        except BusUnavailableError:
+            raise
+        except Exception as exc:
+            raise BusUnavailableError(f"connecting failed: {exc!r}") from exc
+        self._set_up(True)
+        self._add(bus_connects=1)
 
     def _set_up(self, up: bool) -> None:
         with self._lock:

@@ -166,13 +166,15 @@ class RedisSink:
         client = self._redis.Redis.from_url(
             self.url, protocol=2, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
         )
-        conn = client.connection_pool.get_connection()
+        conn: Any = None
         try:
+            conn = client.connection_pool.get_connection()
             conn.send_command("SCRIPT", "LOAD", PUBLISH_SCRIPT)
             self._sha = conn.read_response()
             self.max_payload = min(self._limit, self._server_limit(conn))
         except self._errors as exc:
-            conn.disconnect()
+            if conn is not None:
+                conn.disconnect()
             raise BusUnavailableError(f"{self.display_url}: {exc}") from exc
         with self._lock:
             self._conn = conn
@@ -196,7 +198,7 @@ class RedisSink:
         try:
             conn.send_packed_command([pack(args)], check_health=False)
             reply = conn.read_response()
-        except self._redis.NoScriptError:  # the server restarted without its script cache
+        except self._redis.exceptions.NoScriptError:  # restarted without its script cache
             self.connect()
             return self.publish(chunk)
         except self._errors as exc:
