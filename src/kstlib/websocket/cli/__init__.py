@@ -1,4 +1,4 @@
-"""The ``kstlib-ws`` command line: ``demo`` and ``stream``.
+"""The ``kstlib-ws`` command line: ``demo``, ``stream`` and ``read``.
 
 ::
 
@@ -7,6 +7,10 @@
     kstlib-ws stream URL [--subscribe JSON ...] [--raw] [--count N] [--timeout S]
                    [--max-attempts N] [--reconnect-delay S] [--no-reconnect]
                    [--config PATH] [-q]
+                   [--to BUS [--overflow block|drop_oldest] [--buffer-messages N]
+                    [--buffer-bytes N] [--dedupe-key FIELD[,FIELD]]]
+    kstlib-ws read BUS [--count N] [--timeout S] [--idle S] [--raw] [--no-events]
+                   [--group G] [--consumer C] [--durable D] [-q]
     kstlib-ws --help | --version
 
 ``demo`` runs the guide's trading example against an in-process exchange simulator with
@@ -24,13 +28,20 @@ reason, errors) goes to stderr. Settings not given on the command line come from
 ``~/.config/kstlib/kstlib.conf.yml``) or the built-in defaults
 (:mod:`kstlib.websocket.cli.stream`).
 
+With ``--to redis://HOST:PORT/DB?stream=NAME`` or ``--to nats://HOST:PORT?subject=NAME``
+``stream`` is a relay: it prints nothing on stdout and publishes every message and gap
+marker to the bus, with a live status line on stderr (:mod:`kstlib.websocket.cli.relay`).
+``read BUS`` prints what a consumer of such a stream receives, as NDJSON
+(:mod:`kstlib.websocket.cli.read`).
+
 Exit status: 0 on a normal end (``--count`` reached, ``--timeout`` elapsed, Ctrl-C /
 SIGTERM, a closed stdout pipe); 1 when connecting failed (``WebSocketConnectionError``,
 attempts exhausted or a permanent HTTP refusal); 3 when the server closed the connection
 and it is not restored (``WebSocketClosedError``, with ``--no-reconnect``); 4 for another
 ``WebSocketError``; 2 for a usage error. Errors are one line on stderr, no traceback.
 
-Modules: ``stream`` (the stream command), ``demo`` (the demo: wiring and run loop),
+Modules: ``stream`` (the stream command), ``relay`` (``stream --to``), ``read``,
+``demo`` (the demo: wiring and run loop),
 ``scenario`` (the demo's options and trading rules), ``narrator`` (what the demo prints
 as things happen), ``summary`` (its final table), ``console`` (80-column output and the
 live status line), ``signals`` (quiet ends on signals and closed pipes), ``logs``
@@ -236,6 +247,66 @@ def _add_stream_command(sub: Any) -> None:
     stream.add_argument(
         "-q", "--quiet", action="store_true", help="no status lines on stderr (errors only)"
     )
+    _add_relay_options(stream)
+
+
+def _add_relay_options(stream: Any) -> None:
+    """``stream --to BUS`` and the relay's options."""
+    relay = stream.add_argument_group("relay to a message bus")
+    relay.add_argument(
+        "--to",
+        metavar="BUS",
+        help="publish to redis://HOST:PORT/DB?stream=NAME or nats://HOST:PORT?subject=NAME "
+        "instead of printing (needs kstlib-websocket[redis] / [nats])",
+    )
+    relay.add_argument(
+        "--overflow",
+        choices=("block", "drop_oldest"),
+        default="block",
+        help="when the bus is slower or away and the buffer is full: block (back-pressure, "
+        "nothing lost) or drop_oldest (dropped, counted, marked) (default: block)",
+    )
+    relay.add_argument(
+        "--buffer-messages", type=_positive_int, default=100_000, metavar="N",
+        help="messages buffered for the bus at most (default: 100000)",
+    )  # fmt: skip
+    relay.add_argument(
+        "--buffer-bytes", type=_positive_int, default=64 * 1024 * 1024, metavar="N",
+        help="payload bytes buffered for the bus at most (default: 64 MiB)",
+    )  # fmt: skip
+    relay.add_argument(
+        "--dedupe-key",
+        metavar="FIELD[,FIELD]",
+        help="message fields (dotted paths) identifying an event, e.g. s,t: redundant "
+        "relays then publish each event once",
+    )
+
+
+def _add_read_command(sub: Any) -> None:
+    """The ``read`` subcommand and its options."""
+    read = sub.add_parser(
+        "read",
+        help="print what a consumer of a relay's Redis / NATS stream receives, as NDJSON",
+        description="Read a stream a relay (stream --to) publishes and print each item as "
+        'one JSON line: messages decoded, gap markers as {"marker": NAME, ...}. '
+        "Acknowledges what it printed. Exit status: 0 normal end, 1 bus unreachable, 2 usage.",
+    )
+    read.add_argument(
+        "bus",
+        metavar="BUS",
+        help="redis://HOST:PORT/DB?stream=NAME or nats://HOST:PORT?subject=NAME",
+    )
+    read.add_argument("--count", type=_positive_int, metavar="N", help="stop after N items")
+    read.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds")
+    read.add_argument(
+        "--idle", type=_positive_float, metavar="S", help="stop after S seconds without items"
+    )
+    read.add_argument("--raw", action="store_true", help="print payloads as published")
+    read.add_argument("--no-events", action="store_true", help="hide the gap markers")
+    read.add_argument("--group", help="Redis consumer group (default: kstlib)")
+    read.add_argument("--consumer", help="Redis consumer name (default: consumer)")
+    read.add_argument("--durable", help="NATS durable consumer (default: kstlib)")
+    read.add_argument("-q", "--quiet", action="store_true", help="no status line on stderr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_demo_command(sub)
     _add_stream_command(sub)
+    _add_read_command(sub)
     return parser
 
 
@@ -304,6 +376,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command == "demo":
                 return _run_demo(args, parser)
+            if args.command == "read":
+                from kstlib.websocket.cli.read import run_read
+
+                return run_read(args, sys.stdout.buffer, err)
+            if args.to is not None:
+                from kstlib.websocket.cli.relay import run_relay
+
+                return run_relay(args, err)
             return run_stream(args, sys.stdout.buffer, err)
         except KeyboardInterrupt:
             return EXIT_OK
