@@ -47,6 +47,11 @@ __all__ = [
 START_TIMEOUT = 20.0
 
 
+def find_binary(name: str) -> str | None:
+    """``name`` on PATH, or in the sbin folders Debian installs servers to."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
@@ -128,8 +133,9 @@ class RedisServer(BusServer):
 
     def command(self) -> list[str]:
         return [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-            str(self.data), "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+            find_binary(self.binary) or self.binary,
+            "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data),
+            "--appendonly", "yes", "--appendfsync", "always", "--save", "",
             "--protected-mode", "no", *self.extra,
         ]  # fmt: skip
 
@@ -152,8 +158,8 @@ class NatsServer(BusServer):
 
     def command(self) -> list[str]:
         return [
-            self.binary, "-js", "-sd", str(self.data / "js"), "-a", "127.0.0.1",
-            "-p", str(self.port),
+            find_binary(self.binary) or self.binary,
+            "-js", "-sd", str(self.data / "js"), "-a", "127.0.0.1", "-p", str(self.port),
         ]  # fmt: skip
 
     def ready(self) -> bool:
@@ -170,7 +176,7 @@ class NatsServer(BusServer):
 
 
 def _started(server: BusServer) -> Iterator[BusServer]:
-    if shutil.which(server.binary) is None:
+    if find_binary(server.binary) is None:
         pytest.skip(f"{server.binary} not installed (apt-get install {server.package})")
     server.start()
     try:
