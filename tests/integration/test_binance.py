@@ -15,7 +15,12 @@ from typing import Any
 import pytest
 from helpers import ENGINE_THREAD_PREFIX, FAST, no_leaks, wait_for
 
-from kstlib.websocket import WebSocketConnectionError, WebSocketError, WebSocketTimeoutError
+from kstlib.websocket import (
+    WebSocketClosedError,
+    WebSocketConnectionError,
+    WebSocketError,
+    WebSocketTimeoutError,
+)
 from kstlib.websocket.binance import (
     DEFAULT_BASE,
     BinanceRequestError,
@@ -257,6 +262,51 @@ def test_request_timeout_then_late_reply_dropped(sim: ExchangeSimulator) -> None
             if len(got) == 30:
                 break
         assert not [m for m in got if is_reply(m)]
+
+
+def test_requests_whose_connection_ends(sim: ExchangeSimulator) -> None:
+    """The connection carrying a request ends before the reply: a LIST_SUBSCRIPTIONS
+    fails, a SUBSCRIBE is answered by the next connection's resend, an UNSUBSCRIBE is
+    done (the next connection no longer gets the stream)."""
+
+    def while_lost(call: Any) -> Any:
+        """Run ``call`` in a thread while the connection is silent, kill the connection
+        once the request went out, and return what ``call`` returned or raised."""
+        manager = bn.connections[0]
+        assert wait_for(lambda: manager.is_connected)  # back from the previous kill
+        sent = manager.stats.messages_sent
+        sim.go_silent(True)  # holds the request: no reply on this connection
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append(call())
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert wait_for(lambda: manager.stats.messages_sent > sent)
+        manager.kill()
+        thread.join(20)
+        assert not thread.is_alive()
+        sim.go_silent(False)
+        return outcome[0]
+
+    with client(sim, ["btcusdt@trade"]) as bn:
+        failed = while_lost(lambda: bn.list_subscriptions(timeout=20))
+        assert isinstance(failed, WebSocketClosedError)
+        assert while_lost(lambda: bn.subscribe("ethusdt@trade", timeout=20)) is None
+        assert bn.streams == ["btcusdt@trade", "ethusdt@trade"]
+        assert bn.list_subscriptions() == ["btcusdt@trade", "ethusdt@trade"]
+        assert while_lost(lambda: bn.unsubscribe("btcusdt@trade", timeout=20)) is None
+        assert bn.streams == ["ethusdt@trade"]
+        assert wait_for(lambda: bn.is_connected)
+        assert wait_for(lambda: sim.subscriptions_of(-1) == ["ethusdt@trade"])
+        assert bn.list_subscriptions() == ["ethusdt@trade"]
+        assert not [m for m in _take(bn, 20) if is_reply(m)]
+    assert sim.total_connections == 4
+    assert rate_limited(sim) == []
 
 
 def test_seven_streams_spread_over_three_connections(sim: ExchangeSimulator) -> None:

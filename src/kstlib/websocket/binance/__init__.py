@@ -19,8 +19,8 @@ Modules, one job each (this package only re-exports their public names):
               :func:`combined_url`), :func:`unwrap`, the published limits
 ``hooks``     the engine hooks the preset installs: :func:`dedupe_key`
               (``dedupe_key``), :func:`is_server_shutdown` (``should_handover``)
-``requests``  request ids, pending requests, reply matching,
-              :class:`BinanceRequestError`
+``requests``  request ids, waiting for replies (the managers' ``request()``, and
+              a table for the subscription messages), :class:`BinanceRequestError`
 ``pool``      the connections, their merge into one stream (no reader thread: an
               ``on_batch`` hook per engine), back-pressure, failure;
               :class:`ConnectionEvent`, :class:`ConnectionPacer`

@@ -3,19 +3,22 @@
 The facade a user holds. It decides which connection carries which stream, sends the
 requests that change that (paced, with ids, waiting for the replies) and hands out the
 merged stream. The work itself is done by its parts: :mod:`.pool` (the connections and
-their merge, back-pressure, failure), :mod:`.requests` (ids, pending requests, reply
-matching), :mod:`.names` (stream names, limits) and :mod:`.hooks` (the engine hooks).
+their merge, back-pressure, failure), :mod:`.requests` (ids, waiting for replies: the
+managers' ``request()`` for ``LIST_SUBSCRIPTIONS``, its own table for the messages of
+the subscription lists; unawaited replies), :mod:`.names` (stream names, limits) and
+:mod:`.hooks` (the engine hooks).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
-from kstlib.websocket.exceptions import WebSocketClosedError
+from kstlib.websocket.exceptions import WebSocketClosedError, WebSocketTimeoutError
 from kstlib.websocket.manager import WebSocketManager
 from kstlib.websocket.models import WebSocketStats
 
@@ -394,34 +397,35 @@ class BinanceStreams:
         return [rid] if awaited else []
 
     def list_subscriptions(self, timeout: float = 10.0) -> list[str]:
-        """Ask every connection for its streams (``LIST_SUBSCRIPTIONS``); return them all,
+        """Ask every connection for its streams (``LIST_SUBSCRIPTIONS``, one connection
+        after the other, each with its manager's ``request()``); return them all,
         connection after connection, as Binance lists them.
 
         Raises:
             BinanceRequestError: an error reply.
-            WebSocketTimeoutError: no reply within ``timeout``.
+            WebSocketTimeoutError: the replies did not all come within ``timeout``
+                (waiting for a send slot does not count).
             WebSocketClosedError: a connection is not connected (or was lost before
                 replying), or the client is closed.
         """
         with self._ops:
             self._require_open()
-            ids: list[int] = []
-            try:
-                for conn in self._pool.connections:
-                    rid = self._requests.new_id()
-                    self._requests.expect(rid, "LIST_SUBSCRIPTIONS", conn)
-                    ids.append(rid)
-                    self._pool.pace(conn)
-                    conn.manager.send({"method": "LIST_SUBSCRIPTIONS", "id": rid})
-            except BaseException:
-                self._requests.forget(ids)
-                raise
-            replies = self._requests.wait(ids, timeout)
-        result: list[str] = []
-        for reply in replies:
-            listed = reply.get("result")
-            if isinstance(listed, list):
-                result.extend(str(s) for s in listed)
+            left = timeout  # for the replies: the pacing waits do not count
+            result: list[str] = []
+            for conn in self._pool.connections:
+                self._pool.pace(conn)
+                request = {"method": "LIST_SUBSCRIPTIONS", "id": self._requests.new_id()}
+                started = time.monotonic()
+                try:
+                    reply = self._requests.ask(conn.manager.request, request, max(0.0, left))
+                except WebSocketTimeoutError as exc:
+                    if exc.operation != "request":
+                        raise
+                    raise WebSocketTimeoutError("request", timeout) from None
+                left -= time.monotonic() - started
+                listed = reply.get("result")
+                if isinstance(listed, list):
+                    result.extend(str(s) for s in listed)
         return result
 
     # ------------------------------------------------------------------ messages

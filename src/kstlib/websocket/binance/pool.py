@@ -7,12 +7,15 @@ reader thread: every manager gets an ``on_batch`` hook that runs on its engine t
 with each batch the engine read (one per socket read) and with each gap marker (a batch
 of one), and that
 
-1. takes the replies out (:meth:`Requests.take_reply`: they complete the waiting
-   request and are never queued);
+1. takes the replies to the client's ids out (:meth:`Requests.take_reply`: a reply to
+   a subscription-list request completes it, an unawaited one is dropped; none is ever
+   queued). The replies of a manager's ``request()`` (``LIST_SUBSCRIPTIONS``) never get
+   here: the engine takes them out before ``on_batch``, unless they come too late;
 2. turns a gap marker into a :class:`ConnectionEvent` (connection index, its streams,
    the engine's ``Connected`` / ``Disconnected``); the first ``Connected`` of a
    connection is no gap and gives none; a ``Disconnected`` resolves the requests the
-   connection owed (:meth:`Requests.connection_lost`);
+   connection owed (:meth:`Requests.connection_lost`; the engine fails its own
+   ``request()`` calls itself);
 3. with ``unwrap=True`` makes ``(stream, event)`` tuples of the payloads;
 4. puts the whole resulting batch into the shared inbox in one ``put_batch`` and
    returns ``[]``, so the manager's own inbox stays empty.
@@ -25,8 +28,10 @@ thread waits inside ``on_batch`` (a condition variable, no polling) and stops re
 its socket; the engine credits that time to its ping and pong deadlines, so nothing is
 lost and no keepalive fires. Three things end such a wait at once, after which the
 batch is queued past the bound (by at most what arrives meanwhile): a request waiting
-for its reply (a reply must never be stuck behind a full queue that only the waiting
-caller would drain), a connection being retired, and :meth:`Pool.shutdown`.
+for its reply, a manager's ``request()`` included (a reply must never be stuck behind a
+full queue that only the waiting caller would drain: an engine thread waiting here reads
+nothing, so not even the engine could take the reply out), a connection being retired,
+and :meth:`Pool.shutdown`.
 
 Failure: the engine passes the error that ended a connection for good to ``on_error``
 last, once ``manager.is_dead`` is True; the pool's ``on_error`` then closes every other

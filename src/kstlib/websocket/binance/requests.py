@@ -1,20 +1,33 @@
-"""Requests to Binance and their replies: ids, the pending table, reply matching.
+"""Requests to Binance and their replies: ids, waiting for a reply, unawaited replies.
 
 A request (``SUBSCRIBE``, ``UNSUBSCRIBE``, ``LIST_SUBSCRIPTIONS``, ``SET_PROPERTY``)
-carries a new integer id (1, 2, 3 ... per client). Before it is sent the caller
-registers it with :meth:`Requests.expect`; an engine thread that sees a reply
-(``{"result": ..., "id": N}`` or ``{"error": {...}, "id": N}``) hands it to
-:meth:`Requests.take_reply`, which completes the waiting call; the caller collects the
-replies with :meth:`Requests.wait`, which raises :class:`BinanceRequestError` for an
-error reply and :class:`~kstlib.websocket.WebSocketTimeoutError` when none came in time.
+carries a new integer id (1, 2, 3 ... per client). Its reply is ``{"result": ..., "id":
+N}`` or ``{"error": {...}, "id": N}``; an error reply raises
+:class:`BinanceRequestError`, no reply in time
+:class:`~kstlib.websocket.WebSocketTimeoutError` (``operation="request"``). Two ways:
 
-Replies to ids of this client that nobody awaits (resubscriptions after a reconnect,
-late replies) are consumed too, errors among them logged; replies carrying other ids
-are not ours and pass through.
+* a plain request (``LIST_SUBSCRIPTIONS``) is the engine's own
+  ``WebSocketManager.request()`` (:meth:`Requests.ask`): the engine takes the reply out
+  of the batch before ``on_batch`` and fails the request when its connection ends;
+* a message of a manager's subscription list (``SET_PROPERTY``, ``SUBSCRIBE``,
+  ``UNSUBSCRIBE``) is sent by the engine itself, on connect and on every connection of
+  a make-before-break overlap, and a ``SUBSCRIBE``'s reply may come from the next
+  connection's resend: the engine's ``request()`` cannot wait for those. The caller
+  registers them here (:meth:`Requests.expect`) and collects the replies
+  (:meth:`Requests.wait`); the pool's ``on_batch`` hands every reply to
+  :meth:`Requests.take_reply`, and the end of a connection to
+  :meth:`Requests.connection_lost`.
 
-While at least one request waits, the merged queue must not hold an engine thread back
-(the reply could be stuck behind a full queue that only the waiting caller would
-drain): the first registration calls ``hold()``, the last one leaving ``release()``.
+:meth:`Requests.take_reply` also drops the replies to ids of this client that nobody
+awaits (resubscriptions after a reconnect, late replies, a request that timed out),
+logging the errors among them: the engine takes only the replies of requests still
+waiting. Replies carrying other ids are not ours and pass through.
+
+While at least one request waits (either way), the merged queue must not hold an
+engine thread back: an engine thread waiting for room inside ``on_batch`` reads nothing,
+so a reply would be stuck behind a full queue that only the waiting caller would drain,
+whoever takes it out of the batch. The first waiting request calls ``hold()``, the last
+one leaving ``release()``.
 
 Thread-safety: every method may be called from any thread; one lock guards the table
 and is held only for bookkeeping (``hold`` / ``release`` run under it, so they must be
@@ -33,6 +46,7 @@ from typing import Any
 from kstlib.websocket.exceptions import (
     WebSocketClosedError,
     WebSocketError,
+    WebSocketRequestError,
     WebSocketTimeoutError,
 )
 
@@ -58,7 +72,7 @@ class BinanceRequestError(WebSocketError):
 
 
 class _Pending:
-    """One request waiting for its reply (completed by an engine thread)."""
+    """One subscription-list request waiting for its reply (set by an engine thread)."""
 
     __slots__ = ("conn", "done", "failure", "method", "reply")
 
@@ -93,10 +107,10 @@ def _raise_error_reply(reply: dict[str, Any]) -> None:
 
 
 class Requests:
-    """The ids and pending requests of one client (see the module docstring).
+    """The ids and waiting requests of one client (see the module docstring).
 
     ``conn`` arguments identify a connection (compared by identity): a lost connection
-    resolves the requests it owed (:meth:`connection_lost`).
+    resolves the subscription-list requests it owed (:meth:`connection_lost`).
     """
 
     def __init__(self, hold: Callable[[], None], release: Callable[[], None]) -> None:
@@ -106,6 +120,7 @@ class Requests:
         self._ids = itertools.count(1)
         self._last_id = 0
         self._pending: dict[int, _Pending] = {}
+        self._asking = 0  # callers inside ask()
         self._closed: BaseException | None = None
 
     # ------------------------------------------------------------------ ids
@@ -121,7 +136,64 @@ class Requests:
         """A ``SUBSCRIBE`` request for ``streams`` with a new id."""
         return {"method": "SUBSCRIBE", "params": list(streams), "id": self.new_id()}
 
-    # ------------------------------------------------------------------ the table
+    # ------------------------------------------------------------------ the hold
+
+    def _count(self) -> int:
+        return len(self._pending) + self._asking
+
+    def _rebalance(self, before: int) -> None:
+        """Under the lock, after a change from ``before`` waiting requests: the first one
+        holds the queue, the last one leaving releases it."""
+        after = self._count()
+        if before == 0 and after:
+            self._hold()
+        elif before and not after:
+            self._release()
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise WebSocketClosedError(None, "BinanceStreams is closed")
+
+    # ------------------------------------------------------------------ plain requests
+
+    def ask(self, request: Callable[..., Any], message: dict[str, Any], timeout: float) -> Any:
+        """Send ``message`` (with an int ``id``) with ``request``, a manager's
+        ``request()``, and return its reply (an error reply raises). The engine takes the
+        reply out before ``on_batch``; a late one reaches :meth:`take_reply`, which drops
+        it.
+
+        Raises:
+            BinanceRequestError: an error reply.
+            WebSocketTimeoutError: no reply within ``timeout`` (``operation="request"``).
+            WebSocketClosedError: not connected, the connection ended before the reply,
+                or the client is closed (then the error it closed with, if any).
+        """
+        rid = message["id"]
+
+        def match(msg: Any) -> bool:
+            return _is_reply(msg) and msg["id"] == rid
+
+        with self._lock:
+            self._check_open()
+            before = self._count()
+            self._asking += 1
+            self._rebalance(before)
+        try:
+            reply = request(message, match=match, timeout=timeout)
+        except WebSocketRequestError as exc:  # the connection ended first
+            closed = self._closed
+            if closed is not None:
+                raise closed from exc
+            raise WebSocketClosedError(None, "connection lost before the reply") from exc
+        finally:
+            with self._lock:
+                before = self._count()
+                self._asking -= 1
+                self._rebalance(before)
+        _raise_error_reply(reply)
+        return reply
+
+    # ------------------------------------------------------------------ subscription-list requests
 
     def expect(self, rid: int, method: str, conn: object) -> None:
         """Register request ``rid`` (sent on ``conn``) before sending it.
@@ -130,20 +202,18 @@ class Requests:
             WebSocketClosedError: the client is closed (:meth:`close`).
         """
         with self._lock:
-            if self._closed is not None:
-                raise WebSocketClosedError(None, "BinanceStreams is closed")
+            self._check_open()
+            before = self._count()
             self._pending[rid] = _Pending(method, conn)
-            if len(self._pending) == 1:
-                self._hold()
+            self._rebalance(before)
 
     def forget(self, rids: Iterable[int]) -> None:
         """Stop waiting for ``rids`` (their late replies will be dropped)."""
         with self._lock:
-            had = bool(self._pending)
+            before = self._count()
             for rid in rids:
                 self._pending.pop(rid, None)
-            if had and not self._pending:
-                self._release()
+            self._rebalance(before)
 
     def wait(self, rids: list[int], timeout: float) -> list[dict[str, Any]]:
         """Wait for the replies of ``rids`` (all within ``timeout`` seconds), then forget
@@ -154,7 +224,7 @@ class Requests:
             WebSocketTimeoutError: a reply did not come in time (``operation="request"``).
             BinanceRequestError: the first error reply.
             WebSocketClosedError / WebSocketError: the client closed, or a connection
-                failed, while waiting; or a ``LIST_SUBSCRIPTIONS`` lost its connection.
+                failed, while waiting.
         """
         deadline = time.monotonic() + timeout
         try:
@@ -180,8 +250,9 @@ class Requests:
 
     def take_reply(self, msg: Any, connection: int) -> bool:
         """True if ``msg`` is a reply to one of this client's ids: it completes the
-        waiting request, if any, and must not reach the consumer. ``connection`` (its
-        index) is only for the log. Called on engine threads, once per message."""
+        waiting subscription-list request, if any, and must not reach the consumer.
+        ``connection`` (its index) is only for the log. Called on engine threads, once
+        per message the engine did not take itself."""
         if not _is_reply(msg):
             return False
         rid = msg["id"]
@@ -200,19 +271,19 @@ class Requests:
 
     def connection_lost(self, conn: object) -> None:
         """``conn`` ended, so the replies it owed never come: an ``UNSUBSCRIBE`` is then
-        done (its entry is no longer resent), a ``LIST_SUBSCRIPTIONS`` fails, and a
-        ``SUBSCRIBE`` stays pending (its reply comes from the next connection)."""
+        done (its entry is no longer resent); a ``SUBSCRIBE`` (or ``SET_PROPERTY``) stays
+        pending, its reply comes from the next connection's resend. (A plain request,
+        ``LIST_SUBSCRIPTIONS``, is failed by the engine: :meth:`ask`.)"""
         with self._lock:
             owed = [p for p in self._pending.values() if p.conn is conn and not p.done.is_set()]
         for p in owed:
             if p.method == "UNSUBSCRIBE":
                 p.done.set()
-            elif p.method == "LIST_SUBSCRIPTIONS":
-                p.fail(WebSocketClosedError(None, "connection lost before the reply"))
 
     def close(self, failure: BaseException) -> None:
-        """Fail every pending request with ``failure``; :meth:`expect` refuses new ones.
-        Idempotent (the first failure stays)."""
+        """Fail every waiting subscription-list request with ``failure`` (a waiting
+        :meth:`ask` raises it once its connection closes); :meth:`expect` and
+        :meth:`ask` refuse new ones. Idempotent (the first failure stays)."""
         with self._lock:
             if self._closed is None:
                 self._closed = failure
