@@ -34,6 +34,7 @@ __all__ = [
     "RedisServer",
     "bus",
     "bus_url",
+    "find_binary",
     "free_port",
     "nats_server",
     "read_n",
