@@ -151,3 +151,12 @@ def test_block_waits_for_room_until_released_or_interrupted() -> None:
     buf.interrupt()  # closing: the wait ends, the batch is queued past the bound
     late.join(5)
     assert not late.is_alive() and buf.held[0] == 3
+
+
+def test_another_engine_marker_travels_by_class_name_and_fields() -> None:
+    # the generic record form (kind x) of any marker dataclass of kstlib.websocket.models,
+    # e.g. a sequence Gap: its class name and its fields as JSON
+    fields = {b"k": b"x", b"type": b"Connected", b"v": b'{"at":1.5,"resubscribed":2}'}
+    assert decode_marker(b"x", fields) == Connected(1.5, 2, True)
+    with pytest.raises(ValueError, match="malformed"):
+        decode_marker(b"x", {**fields, b"type": b"NoSuchMarker"})

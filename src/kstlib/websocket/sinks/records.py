@@ -13,6 +13,8 @@ d     ``Disconnected``: ``at``, ``why`` (the ``DisconnectReason`` value), ``code
       code, absent when none), ``s``
 g     :class:`RelayGap`: ``at``, ``n`` (messages lost), ``why`` (``overflow``,
       ``too_large``, ``refused``), ``s``
+x     any other marker the engine emits (e.g. a sequence ``Gap``): ``type`` (its class
+      name in :mod:`kstlib.websocket.models`), ``v`` (its fields as JSON), ``s``
 ====  =====================================================================================
 
 The kind is the field ``k``. Payloads are never decoded on the relay; a reader decodes
@@ -23,12 +25,14 @@ Thread-safety: pure functions and immutable values.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from kstlib.websocket import models
 from kstlib.websocket.models import Connected, Disconnected, DisconnectReason
 
 __all__ = [
@@ -55,7 +59,7 @@ class RelayGap:
     source: str = ""
 
 
-Marker = Connected | Disconnected | RelayGap
+Marker = Any  # Connected | Disconnected | RelayGap, or another engine marker (``x``)
 
 #: Every in-band marker a reader can yield.
 RELAY_MARKERS: tuple[type, ...] = (Connected, Disconnected, RelayGap)
@@ -77,14 +81,21 @@ def marker_fields(marker: Marker, source: str) -> list[bytes]:
         if marker.code is not None:
             out += [b"code", b"%d" % marker.code]
         return out
-    return [b"k", b"g", b"at", _num(marker.at), b"n", b"%d" % marker.dropped,
-            b"why", marker.why.encode(), b"s", (marker.source or source).encode()]  # fmt: skip
+    if isinstance(marker, RelayGap):
+        return [b"k", b"g", b"at", _num(marker.at), b"n", b"%d" % marker.dropped,
+                b"why", marker.why.encode(), b"s", (marker.source or source).encode()]  # fmt: skip
+    # Another marker of the engine (e.g. a sequence Gap): its class name and fields.
+    fields = orjson.dumps(dataclasses.asdict(marker), default=str)
+    return [b"k", b"x", b"type", type(marker).__name__.encode(), b"v", fields, b"s", s]
 
 
 def decode_marker(kind: bytes, fields: Mapping[bytes, bytes]) -> Marker:
     """The marker of a ``c``, ``d`` or ``g`` record; ValueError for another kind or a
     record that misses a field."""
     try:
+        if kind == b"x":
+            cls = getattr(models, fields[b"type"].decode())
+            return cls(**orjson.loads(fields[b"v"]))
         at = float(fields[b"at"])
         if kind == b"c":
             return Connected(at, int(fields[b"n"]), fields[b"r"] == b"1")
@@ -95,7 +106,7 @@ def decode_marker(kind: bytes, fields: Mapping[bytes, bytes]) -> Marker:
         if kind == b"g":
             src = fields.get(b"s", b"").decode()
             return RelayGap(at, int(fields[b"n"]), fields[b"why"].decode(), src)
-    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+    except (KeyError, ValueError, UnicodeDecodeError, AttributeError, TypeError) as exc:
         raise ValueError(f"malformed {kind!r} record: {exc}") from None
     raise ValueError(f"unknown record kind {kind!r}")
 

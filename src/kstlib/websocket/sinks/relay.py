@@ -43,8 +43,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from kstlib.websocket.models import Connected, Disconnected
-
 from .base import KeyFunction, Sink
 from .buffer import Buffer
 from .publisher import Publisher
@@ -55,8 +53,6 @@ if TYPE_CHECKING:
 __all__ = ["Relay", "RelayStats", "raw_key"]
 
 log = logging.getLogger("kstlib.websocket.sinks")
-
-_MARKERS = (Connected, Disconnected)
 
 
 @dataclass(frozen=True)
@@ -163,7 +159,9 @@ class Relay:
 
     def on_batch(self, batch: list[Any]) -> list[Any]:
         """The manager's ``on_batch``: buffer the batch, return ``[]`` (engine thread)."""
-        if len(batch) == 1 and type(batch[0]) in _MARKERS:
+        if not batch:
+            return []
+        if len(batch) == 1 and type(batch[0]) is not bytes:  # a gap marker, of any kind
             self.buffer.put_marker(batch[0], time.time())
             return []
         self._received += len(batch)
