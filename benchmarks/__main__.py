@@ -212,14 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenarios",
         help=f"comma-separated subset of {','.join(SCENARIOS)} or case names "
-        "(json, raw-str, raw-bytes, large-1k, large-64k, large-1m, ...)",
+        "(json, raw-str, raw-bytes, large-1k, large-64k, large-1m, latency-1, latency-50, ...)",
     )
     parser.add_argument("--runners", help="comma-separated subset of the clients and floors")
     parser.add_argument(
         "--repeat",
         type=int,
         default=5,
-        help="repetitions per measurement (default 5; rtt and many at most 3, memory 1)",
+        help="repetitions per measurement (default 5; rtt, many, latency and burst at "
+        "most 3, memory 1)",
     )
     parser.add_argument("--out", type=Path, help="output directory (default: benchmarks/)")
     parser.add_argument(

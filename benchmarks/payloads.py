@@ -159,3 +159,56 @@ def build_block(kind: str) -> Block:
     """Build and encode the block of stream ``kind`` (one of :data:`STREAM_KINDS`)."""
     spec = STREAM_KINDS[kind]
     return encode_block(spec.opcode, spec.build())
+
+
+#: Distinct trade events cycled through by the timed (latency) streams.
+STAMPED_TEMPLATES = 4096
+
+
+class StampedEvents:
+    """Trade events whose ``"E"`` field carries the server's ``time.monotonic_ns()``.
+
+    The latency scenarios measure one-way latency across processes: the server writes the
+    value of ``time.monotonic_ns()`` into ``"E"`` (a Binance trade's event time) just
+    before it hands the frame to the kernel, and the client subtracts it from its own
+    ``time.monotonic_ns()`` once it holds the decoded message (``CLOCK_MONOTONIC`` is one
+    clock for every process of a Linux machine). Each event is about 170 bytes, like the
+    throughput scenarios' trades.
+
+    :meth:`frames` builds ``count`` consecutive frames in one buffer (a burst, or a single
+    frame). Every frame is built with a stamp taken before the build; the first and the
+    last frame are then re-stamped right before the write (``restamp``), so that the two
+    messages whose latency is reported (first and last of a burst; the only one of a
+    single frame) carry the time of the write itself, not of the build.
+    """
+
+    def __init__(self, count: int = STAMPED_TEMPLATES, seed: int = 3) -> None:
+        self.parts: list[tuple[bytes, bytes]] = []
+        for event in trade_events(count, seed):
+            start = event.index(b'"E":') + 4
+            end = event.index(b",", start)
+            self.parts.append((event[:start], event[end:]))
+
+    def frames(self, first: int, count: int, stamp: bytes) -> tuple[bytearray, list[int]]:
+        """Frames ``first .. first + count - 1`` (cyclic) stamped with ``stamp`` (ASCII
+        digits), and the offset of the stamp of the first and of the last frame."""
+        parts = self.parts
+        size = len(parts)
+        chunks: list[bytes] = []
+        offsets: list[int] = []
+        pos = 0
+        for k in range(first, first + count):
+            pre, post = parts[k % size]
+            header = frame_header(OP_TEXT, len(pre) + len(stamp) + len(post), masked=False)
+            pos += len(header) + len(pre)
+            offsets.append(pos)
+            pos += len(stamp) + len(post)
+            chunks += (header, pre, stamp, post)
+        return bytearray(b"".join(chunks)), [offsets[0], offsets[-1]]
+
+    @staticmethod
+    def restamp(data: bytearray, offsets: list[int], stamp: bytes, width: int) -> None:
+        """Overwrite the stamps at ``offsets`` (each ``width`` digits) with ``stamp``."""
+        if len(stamp) == width:
+            for off in offsets:
+                data[off : off + width] = stamp

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import trading
 from benchmarks.clients import FLOORS, OURS, PEERS
 from benchmarks.scenarios import Case
 
@@ -84,6 +85,8 @@ def fmt_value(value: float, unit: str) -> str:
         return "—"
     if unit in ("msg/s", "req/s"):
         return f"{value:,.0f}"
+    if unit == "µs":
+        return f"{value:,.1f}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:,.2f}"
@@ -323,6 +326,7 @@ def write_markdown(
         ]
         lines += [f"| {t} | {m} | {s} |" for t, m, s in rows]
         lines.append("")
+    lines += trading.section(cases, summaries)
     lines += [
         "## Results",
         "",
@@ -333,13 +337,18 @@ def write_markdown(
     for case in cases:
         summ = summaries[case.name]
         best = best_peer(case, summ)
+        versus = "vs best peer"
+        if case.reference:
+            ref = summ.get(case.reference)
+            best = ref if ref is not None and ref.ok else None
+            versus = f"vs {case.reference}"
         floors = [f for f in case.floors if f in summ and summ[f].ok]
         header = ["Client", "", f"Median {case.unit}", "Spread (min\u2013max)"]
         header += [label for _key, label, _fmt in case.extras]
-        header += ["vs best peer"] if case.compare else []
+        header += [versus] if case.compare else []
         header += [f"vs {f}" for f in floors] + ["Runs"]
         lines += [f"### {case.title}", "", case.note, ""]
-        if best is not None and case.compare:
+        if best is not None and case.compare and not case.reference:
             lines += [f"Best peer: **{best.runner}**.", ""]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
@@ -411,7 +420,21 @@ def write_chart(path: Path, cases: list[Case], summaries: dict[str, dict[str, Su
         return
     cols = 3 if len(shown) > 4 else len(shown)
     rows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.6 * rows), squeeze=False)
+    ratio_labels, ratio_series = trading.ratio_series(cases, summaries)
+    extra = 1 if ratio_series else 0
+    fig, grid = plt.subplots(
+        rows + extra,
+        cols,
+        figsize=(6.2 * max(cols, 2 * extra), 3.6 * rows + 4.6 * extra),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [1.0] * rows + [1.3] * extra},
+    )
+    axes = grid[:rows]
+    if extra:
+        spec = grid[-1, 0].get_gridspec()
+        for ax in grid[-1]:
+            ax.remove()
+        trading.draw_ratio_panel(fig.add_subplot(spec[-1, :]), ratio_labels, ratio_series)
     colors = {"ours": "#d62728", "peer": "#1f77b4", "floor": "#9a9a9a"}
     for ax, case in zip(axes.flat, shown, strict=False):
         summ = summaries[case.name]

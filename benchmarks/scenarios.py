@@ -6,13 +6,14 @@ Each :class:`Case` is one table in RESULTS.md. A scenario (``json``, ``raw``, ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.clients import FLOORS, OURS, PEERS
 from benchmarks.payloads import STREAM_KINDS
 
-SCENARIOS = ("json", "raw", "large", "rtt", "many", "memory")
+SCENARIOS = ("json", "raw", "large", "rtt", "many", "memory", "latency", "burst")
 
 OURS_MAIN = ("kstlib-sync", "kstlib-asyncio")
 
@@ -37,6 +38,7 @@ class Case:
     extras: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)  # key, label, fmt
     note: str = ""
     compare: bool = True  # show the "vs best peer" column
+    reference: str = ""  # compare with this runner instead of the best peer ("vs picows")
 
 
 def build_cases(quick: bool, repeat: int) -> list[Case]:
@@ -204,6 +206,133 @@ def build_cases(quick: bool, repeat: int) -> list[Case]:
             note=f"One stream of {mem_n:,} trade events parsed to dicts; `VmRSS` sampled every "
             f"{step:,} messages. Growth = last sample minus the first (after {step:,} "
             "messages, once buffers and caches are warm).",
+        )
+    )
+    cases += trading_cases(size, reps(3))
+    return cases
+
+
+#: The latency scenarios' runners: ours, every peer, and the floor (a blocking socket).
+TIMED_RUNNERS = (*OURS_MAIN, *PEERS, "transport-floor")
+
+_LATENCY_EXTRAS = (
+    ("p99_us", "p99 µs", "{:.1f}"),
+    ("p999_us", "p99.9 µs", "{:.1f}"),
+    ("max_us", "max µs", "{:,.0f}"),
+    ("cpu_ms_per_1k", "CPU ms / 1k msgs", "{:.1f}"),
+)
+_CSW = (("vcsw_per_msg", "ctx switches / msg", "{:.2f}"),)
+
+_TIMED_NOTE = (
+    "The server (its own process) writes each trade event (~170 bytes) with its "
+    '`time.monotonic_ns()` in `"E"`, taken just before the write; the client subtracts it '
+    "from its own `time.monotonic_ns()` once its consumer holds the decoded dict "
+    '(orjson; ours: `decode="json"`). Warm-up messages excluded. CPU: process CPU '
+    "time (user + sys, every thread: ours is the engine thread and the consumer together) "
+    "over the measured messages, per 1,000 messages. Context switches: voluntary, of the "
+    "whole client process, per message. transport-floor: a blocking socket (`epoll` over "
+    "the sockets for several connections) that frames by hand and parses with orjson, "
+    "no WebSocket library."
+)
+
+
+def trading_cases(size: Callable[[int, int], int], repeat: int) -> list[Case]:
+    """Issue 12: one-way latency, CPU per message and bursts at trading rates.
+
+    ``size(full, quick)`` picks the full or the ``--quick`` size.
+    """
+    cases: list[Case] = []
+    for name, conns, rate, warm, measured, title, how in (
+        (
+            "latency-1",
+            1,
+            1000,
+            size(1_000, 100),
+            size(10_000, 400),
+            "7. Latency: 1 connection, 1,000 msg/s",
+            "one message every millisecond on one connection",
+        ),
+        (
+            "latency-50",
+            50,
+            20,
+            size(20, 3),
+            size(200, 7),
+            "8. Latency: 50 connections x 20 msg/s",
+            "50 connections, 20 messages/s each, staggered: one message every millisecond "
+            "on the next connection in turn (no bursts), consumed by one thread per "
+            "connection (sync clients) or one task per connection (asyncio clients)",
+        ),
+    ):
+        count = warm + measured
+        extras: tuple[tuple[str, str, str], ...] = _LATENCY_EXTRAS
+        if conns == 1:
+            extras += (("consumer_cpu_ms_per_1k", "of which consumer thread", "{:.1f}"),)
+        cases.append(
+            Case(
+                "latency",
+                name,
+                title,
+                "timed",
+                TIMED_RUNNERS,
+                "p50_us",
+                "µs",
+                False,
+                {
+                    "conns": conns,
+                    "rate": rate,
+                    "count": count,
+                    "warm": warm,
+                    "burst": 1,
+                    "seconds": count / rate,
+                },
+                f"/timed?conns={conns}&rate={rate}&count={count}&burst=1",
+                repeat,
+                count / rate + 120,
+                ("transport-floor",),
+                extras=extras + _CSW,
+                reference="picows",
+                note=f"One-way latency (median p50 µs, lower is better), {how}: "
+                f"{measured:,} measured messages per connection after {warm:,} of warm-up. "
+                + _TIMED_NOTE,
+            )
+        )
+    burst, every = 200, 0.1
+    warm, measured = size(5, 1), size(100, 4)
+    count = (warm + measured) * burst
+    cases.append(
+        Case(
+            "burst",
+            "burst",
+            f"9. Bursts: {burst} messages every {every * 1000:g} ms, last of burst",
+            "timed",
+            TIMED_RUNNERS,
+            "last_p50_us",
+            "µs",
+            False,
+            {
+                "conns": 1,
+                "rate": burst / every,
+                "count": count,
+                "warm": warm * burst,
+                "burst": burst,
+                "seconds": count * every / burst,
+            },
+            f"/timed?conns=1&rate={burst / every:g}&count={count}&burst={burst}",
+            repeat,
+            count * every / burst + 120,
+            ("transport-floor",),
+            extras=(
+                ("last_p99_us", "last p99 µs", "{:.1f}"),
+                ("first_p50_us", "first p50 µs", "{:.1f}"),
+                ("cpu_ms_per_1k", "CPU ms / 1k msgs", "{:.1f}"),
+                *_CSW,
+            ),
+            reference="picows",
+            note=f"{measured} bursts after {warm} of warm-up, one connection: every "
+            f"{every * 1000:g} ms the server writes {burst} trade events in one `sendall`. "
+            "Latency of the last message of each burst (the burst's write to the consumer "
+            "holding that message: median p50 and p99 µs), and of the first. " + _TIMED_NOTE,
         )
     )
     return cases

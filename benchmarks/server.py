@@ -22,6 +22,16 @@ request path:
     After the start frame, one shared pacer thread writes one frame of ``kind`` on every
     paced connection each 10 ms until ``n`` frames were sent, then nothing
     (the many-connections scenario, with its idle phase).
+``/timed?conns=C&rate=R&count=N&burst=B&group=G``
+    The latency scenarios. The ``C`` connections that name group ``G`` form one group;
+    once all of them sent their start frame, one thread (for that group alone) writes to
+    them in turn, round robin, a burst of ``B`` trade events every
+    ``B / (C * R)`` seconds, so that each connection receives ``R`` messages/s on
+    average, until each received ``N``. Every event carries the server's
+    ``time.monotonic_ns()`` taken just before the write (:class:`StampedEvents`); a
+    burst is one ``sendall``. The schedule is absolute (no drift); a pacer that falls a
+    whole tick behind restarts the schedule rather than catching up with an unplanned
+    burst.
 
 After its data, a connection only reads: it answers pings, answers a close frame with a
 close frame and closes on EOF, so the client always closes first and no unread data can
@@ -45,6 +55,7 @@ from benchmarks.payloads import (
     OP_TEXT,
     STREAM_KINDS,
     Block,
+    StampedEvents,
     build_block,
     mask_payload,
     server_frame,
@@ -56,6 +67,8 @@ OP_PONG = 0xA
 IDLE_TIMEOUT = 600.0
 #: Seconds between two frames on one paced connection (100 messages/s each).
 PACER_TICK = 0.01
+#: Seconds between the last start frame of a timed group and its first write.
+TIMED_START_DELAY = 0.05
 
 
 def accept_key(key: bytes) -> bytes:
@@ -174,10 +187,79 @@ class Pacer:
                     self._conns = [c for c in self._conns if c not in finished]
 
 
+class TimedGroups:
+    """The ``/timed`` streams: groups of connections, one pacing thread per group."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: dict[str, list[socket.socket]] = {}
+        self._events: StampedEvents | None = None
+
+    def join(self, query: str, sock: socket.socket) -> None:
+        """Add ``sock`` to its group; the last member to join starts the group's pacer."""
+        params = dict(item.partition("=")[::2] for item in query.split("&") if item)
+        conns, rate = int(params["conns"]), float(params["rate"])
+        count, burst = int(params["count"]), int(params.get("burst", "1"))
+        if count % burst:
+            raise ValueError("count must be a multiple of burst")
+        with self._lock:
+            members = self._groups.setdefault(params["group"], [])
+            members.append(sock)
+            if len(members) < conns:
+                return
+            del self._groups[params["group"]]
+            if self._events is None:
+                self._events = StampedEvents()
+            events = self._events
+        threading.Thread(
+            target=self._pace,
+            args=(members, rate, count, burst, events),
+            name="timed-pacer",
+            daemon=True,
+        ).start()
+
+    @staticmethod
+    def _pace(
+        socks: list[socket.socket], rate: float, count: int, burst: int, events: StampedEvents
+    ) -> None:
+        tick = burst / (rate * len(socks))
+        monotonic, monotonic_ns, sleep = time.monotonic, time.monotonic_ns, time.sleep
+        build, restamp = events.frames, events.restamp
+        next_at = monotonic() + TIMED_START_DELAY
+        first = 0
+        for _ in range(count // burst):
+            for sock in socks:
+                delay = next_at - monotonic()
+                if delay > 0:
+                    sleep(delay)
+                elif delay < -tick:
+                    next_at = monotonic()
+                stamp = b"%d" % monotonic_ns()
+                data, offsets = build(first, burst, stamp)
+                restamp(data, offsets, b"%d" % monotonic_ns(), len(stamp))
+                try:
+                    sock.sendall(data)
+                except OSError:
+                    pass  # that client is gone; the others keep their schedule
+                next_at += tick
+                first += burst
+
+
 class Server:
     def __init__(self, kinds: list[str]) -> None:
         self.blocks = {kind: build_block(kind) for kind in kinds}
-        self.pacer = Pacer()
+        self._pacer: Pacer | None = None
+        self._pacer_lock = threading.Lock()
+        self.timed = TimedGroups()
+
+    @property
+    def pacer(self) -> Pacer:
+        """The shared pacer of ``/paced``, started on first use (so that a run without
+        that scenario has no thread waking every 10 ms beside the timed pacers)."""
+        with self._pacer_lock:
+            if self._pacer is None:
+                self._pacer = Pacer()
+            return self._pacer
 
     def handle(self, sock: socket.socket) -> None:
         try:
@@ -185,6 +267,7 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             path, headers, rest = read_request(sock)
             parts = path.strip("/").split("?")[0].split("/")
+            query = path.partition("?")[2]
             mode = parts[0]
             extra = b""
             block: Block | None = None
@@ -193,7 +276,7 @@ class Server:
                 block = self.blocks[parts[1]]
                 count = int(parts[2])
                 extra = b"X-Bench-Bytes: %d\r\n" % block.stream_bytes(count)
-            elif mode != "echo":
+            elif mode not in ("echo", "timed"):
                 raise ValueError(f"unknown path {path!r}")
             key = headers["sec-websocket-key"].encode()
             sock.sendall(
@@ -204,6 +287,11 @@ class Server:
             reader = FrameReader(sock, rest)
             if mode == "echo":
                 self.echo(reader)
+                return
+            if mode == "timed":
+                self.wait_start(reader)
+                self.timed.join(query, sock)
+                self.drain(reader)
                 return
             assert block is not None
             self.wait_start(reader)

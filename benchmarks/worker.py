@@ -7,8 +7,10 @@ included: a client that is not installed yet yields an error row, never a crash 
 whole run).
 
 Kinds: ``stream`` (throughput: messages/s and payload MB/s), ``memory`` (RSS sampled
-along a long stream), ``rtt`` (round trips: requests/s and latency percentiles) and
-``many`` (CPU per million messages over many paced connections, CPU while idle, RSS).
+along a long stream), ``rtt`` (round trips: requests/s and latency percentiles),
+``many`` (CPU per million messages over many paced connections, CPU while idle, RSS) and
+``timed`` (one-way latency of paced, time-stamped events, CPU per 1,000 messages:
+:mod:`benchmarks.latency`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import secrets
 import sys
 import traceback
 from typing import Any
@@ -71,6 +74,19 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             p99_us=percentile(lat, 99) / 1000,
             max_us=lat[-1] / 1000,
         )
+    elif kind == "timed":
+        from benchmarks.latency import TIMED, summarize_run
+
+        # The connections of this measurement form one group of the server's pacer.
+        group = f"{os.getpid()}-{secrets.token_hex(4)}"
+        rec = TIMED[spec["runner"]](
+            f"{url}&group={group}",
+            int(spec["conns"]),
+            int(spec["count"]),
+            int(spec["warm"]),
+            float(spec["seconds"]),
+        )
+        info = summarize_run(rec, int(spec["burst"]))
     elif kind == "many":
         conns, per_conn = int(spec["conns"]), int(spec["per_conn"])
         info = runner.many(url, conns, per_conn, float(spec["idle"]))

@@ -57,3 +57,69 @@ def test_quick_json_run_reports_us_peers_and_floors(tmp_path: Path) -> None:
         )
         assert "error" not in row
     assert (tmp_path / "results.png").stat().st_size > 0
+
+
+TRADING_CASES = {
+    # case: the keys every run must report (latency in µs, CPU in ms per 1,000 messages)
+    "latency-1": ("p50_us", "p99_us", "p999_us", "cpu_ms_per_1k", "consumer_cpu_ms_per_1k"),
+    "latency-50": ("p50_us", "p99_us", "p999_us", "cpu_ms_per_1k"),
+    "burst": ("last_p50_us", "last_p99_us", "first_p50_us", "cpu_ms_per_1k"),
+    "rtt": ("req_per_s", "p50_us", "p99_us"),
+}
+
+
+@pytest.mark.timeout(300)
+def test_quick_trading_run_reports_every_client_and_the_floor(tmp_path: Path) -> None:
+    """Issue 12's scenarios: paced latency (1 and 50 connections), bursts, round trip."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--scenarios",
+            ",".join(TRADING_CASES),
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    doc = json.loads((tmp_path / "results.json").read_text())
+    cases = {case["name"]: case for case in doc["cases"]}
+    assert set(cases) == set(TRADING_CASES)
+    runners = (*OURS, *PEERS, "transport-floor")
+    for name, keys in TRADING_CASES.items():
+        case = cases[name]
+        for runner in runners:
+            entry = case["runners"][runner]
+            assert entry["errors"] == [], (name, runner, entry["errors"])
+            (run,) = entry["runs"]
+            for key in keys:
+                assert run[key] > 0, (name, runner, key, run[key])
+        if name != "rtt":
+            params = case["parameters"]
+            for runner in runners:
+                (run,) = case["runners"][runner]["runs"]
+                # Every measured message of every connection, stamped after the window opened.
+                assert run["messages"] >= (params["count"] - params["warm"]) * params["conns"]
+
+    table = (tmp_path / "RESULTS.md").read_text()
+    section = table.split("## Trading rates", 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in section.splitlines() if line.startswith("| Scenario |"))
+    for runner in runners:
+        assert f" {runner} |" in header
+    for line in section.splitlines():
+        if line.startswith(("| 1 connection", "| 50 connections", "| bursts", "| round trip")):
+            assert "error" not in line and "—" not in line, line
+    for name in TRADING_CASES:
+        title = next(c["title"] for c in doc["cases"] if c["name"] == name)
+        rows = table.split(f"### {title}", 1)[1].split("\n### ", 1)[0].splitlines()
+        for runner in runners:
+            row = next(r for r in rows if r.replace("**", "").startswith(f"| {runner} |"))
+            assert "error" not in row, row
+    assert (tmp_path / "results.png").stat().st_size > 0
