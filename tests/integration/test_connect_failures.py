@@ -99,3 +99,31 @@ def test_one_tls_context_per_manager_and_none_for_plain_ws(
             ws.kill()
             assert wait_for(lambda n=n: ws.stats.connects == n)
     assert len(built) == 1  # three connections, one context
+
+
+def test_a_redirect_to_another_origin_is_final_and_never_followed(
+    serve: Callable[..., RawServer],
+) -> None:
+    other = serve(greet_then_wait)  # must never be contacted
+
+    def redirect(conn: socket.socket, headers: dict[str, str], _raw: bytes) -> None:
+        location = other.url.replace("127.0.0.1", "localhost")
+        conn.sendall(f"HTTP/1.1 302 Found\r\nLocation: {location}\r\n\r\n".encode())
+
+    srv = serve(redirect)
+    with no_leaks(), pytest.raises(WebSocketConnectionError) as exc:
+        WebSocketManager(
+            srv.url, headers={"Authorization": "Bearer secret"}, connect_attempts=None, **FAST
+        ).connect()
+    assert exc.value.attempts == 1 and "302" in str(exc.value)
+    assert other.requests == []
+
+
+def test_redirects_off_refuses_even_the_same_origin(serve: Callable[..., RawServer]) -> None:
+    def redirect(conn: socket.socket, headers: dict[str, str], _raw: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 301 Moved\r\nLocation: /elsewhere\r\n\r\n")
+
+    srv = serve(redirect)
+    with no_leaks(), pytest.raises(WebSocketConnectionError):
+        WebSocketManager(srv.url, redirects="off", **FAST).connect()
+    assert len(srv.requests) == 1

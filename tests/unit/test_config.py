@@ -112,6 +112,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "sequence": None,
     "on_gap": None,
     "timestamps": False,
+    "redirects": "same_origin",
     "on_error": None,
     "handover": None,
     "dedupe_key": None,
@@ -219,6 +220,7 @@ PRECEDENCE: dict[str, tuple[Any, Any, Any, Any]] = {
     "receive_timeout": (2, None, 2.0, None),
     "queue_size": (5, 7, 5, 7),
     "timestamps": (True, False, True, False),
+    "redirects": ("off", "same_origin", "off", "same_origin"),
     "queue_max_bytes": (None, 4096, None, 4096),
     "queue_overflow": ("drop_oldest", "block", "drop_oldest", "block"),
     "max_message_size": (1024, 2**31, 1024, 2**31),
@@ -676,6 +678,8 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("receive_timeout", 604_801),
     ("timestamps", "yes"),
     ("timestamps", 1),
+    ("redirects", "always"),
+    ("redirects", None),
 ]
 
 

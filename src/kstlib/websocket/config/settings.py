@@ -278,9 +278,18 @@ class Settings:
         check_proxy,
         "``http://[user:pass@]host[:port]`` (an HTTP CONNECT tunnel), ``socks4://``, "
         "``socks4a://``, ``socks5://`` or ``socks5h://`` (need the ``python-socks`` "
-        "package); ``None``: direct connection. ``https://`` (TLS to the proxy) is "
-        "refused: the handshake library only opens plain CONNECT tunnels; a ``wss://`` "
-        "connection through an ``http://`` proxy is still encrypted end to end.",
+        "package); ``None``: the ``http_proxy`` / ``https_proxy`` / ``no_proxy`` "
+        "environment variables decide (no proxy when they are unset). ``https://`` (TLS "
+        "to the proxy) is refused: the tunnel is a plain CONNECT; a ``wss://`` connection "
+        "through an ``http://`` proxy is still encrypted end to end.",
+    )
+    redirects: str = _option(
+        "same_origin",
+        choice("same_origin", "off"),
+        "HTTP redirects of the opening handshake: ``same_origin`` follows at most 3 to the "
+        "same scheme, host and port (each one logged; the headers, credentials included, "
+        "never go to another origin and ``wss://`` never becomes ``ws://``), refusing "
+        "others as final; ``off`` refuses every redirect.",
     )
     compression: str | None = _option(
         "deflate",

@@ -8,6 +8,7 @@ import random
 import ssl
 
 from kstlib.websocket.exceptions import WebSocketLoginError
+from kstlib.websocket.handshake import RedirectError
 from kstlib.websocket.models import ReconnectStrategy
 
 __all__ = [
@@ -50,11 +51,12 @@ def backoff_delay(
 def is_permanent(exc: BaseException) -> bool:
     """True when a failed attempt will fail the same way if retried: an HTTP status in
     :data:`PERMANENT_HTTP_STATUSES`, or a certificate the server presented that does not
-    verify (untrusted, expired, wrong host name), a login the server refused."""
+    verify (untrusted, expired, wrong host name), a redirect the ``redirects`` policy
+    refuses, a login the server refused."""
     if isinstance(exc, WebSocketLoginError):
         return True
     cause = exc.__cause__
-    if isinstance(cause, ssl.SSLCertVerificationError):
+    if isinstance(cause, (ssl.SSLCertVerificationError, RedirectError)):
         return True
     return getattr(cause, "status_code", None) in PERMANENT_HTTP_STATUSES
 

@@ -51,6 +51,7 @@ def open_link(rt: Runtime, target: Target) -> Link:
         proxy=s.proxy,
         compression=s.compression == "deflate",
         on_cancel=lambda cancel: _set_cancel(rt, cancel),
+        redirects=s.redirects,
     )
     try:
         parser, encoder = transport.make_codec(
