@@ -122,9 +122,14 @@ class WebSocketManager(BaseManager):
     # ------------------------------------------------------------------ messages
 
     async def send(self, data: Any) -> None:
-        """Send a message (see the sync ``send``); the write runs in a worker thread, so
-        a peer that stops reading never stalls the event loop."""
-        await asyncio.to_thread(self._engine.send, data)
+        """Send a message (see the sync ``send``). It is written at once when the socket
+        takes it whole (the common case); otherwise the rest of the write, or the wait
+        for a ``max_send_rate`` slot, runs in a worker thread, so a peer that stops
+        reading never stalls the event loop. Cancelling the call does not cut a frame:
+        the write begun is finished."""
+        rest = self._engine.send_nowait(data)
+        if rest is not None:
+            await asyncio.shield(asyncio.to_thread(rest))
 
     async def request(
         self,

@@ -354,6 +354,38 @@ class Engine:
             raise WebSocketClosedError(None, "closing")
         self._write(opcode, payload)
 
+    def send_nowait(self, data: Any) -> Callable[[], None] | None:
+        """:meth:`send` without waiting, for an event loop: None when the message went
+        out whole at once; otherwise a function that does (or finishes) it, waiting,
+        which must be run (in a worker thread). With ``max_send_rate`` that function is a
+        plain :meth:`send`. Raises as :meth:`send` does."""
+        opcode, payload = _frame_of(data)
+        rt = self._rt
+        link = rt.link
+        if link is None:
+            raise WebSocketClosedError(None, f"not connected (state {self.state.name})")
+        if rt.limiter is not None:
+            return lambda: self.send(data)
+        try:
+            rest = link.try_send_data(opcode, payload)
+        except WebSocketClosedError:
+            return lambda: self._write(opcode, payload)  # a handover may have replaced it
+        except WebSocketError:
+            raise
+        except OSError as exc:
+            raise WebSocketClosedError(None, f"connection lost while sending: {exc}") from exc
+        if rest is None:
+            return None
+        return lambda: self._guard(rest)
+
+    def _guard(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except WebSocketError:
+            raise
+        except OSError as exc:
+            raise WebSocketClosedError(None, f"connection lost while sending: {exc}") from exc
+
     def _write(self, opcode: int, payload: Any) -> None:
         link = self._rt.link
         if link is None:

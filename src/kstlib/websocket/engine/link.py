@@ -21,6 +21,7 @@ import select
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from kstlib.websocket import transport
@@ -95,6 +96,36 @@ class Link:
             self._check_writable()
             self._write(self.protocol.encode_data(opcode, payload))
 
+    def try_send_data(self, opcode: int, payload: Any) -> Callable[[], None] | None:
+        """Write one data message without waiting, when the write lock is free and the
+        socket takes the whole frame at once: then None. Otherwise a function that does
+        (or finishes) the job as :meth:`send_data` would, waiting; it holds the write lock
+        meanwhile, so it **must** be called (from a thread that may block). Raises as
+        :meth:`send_data` does."""
+        if not self.write_lock.acquire(blocking=False):
+            return lambda: self.send_data(opcode, payload)
+        try:
+            self._check_writable()
+            frame = memoryview(self.protocol.encode_data(opcode, payload))
+            try:
+                sent = self._send_some(frame)
+            except _WOULD_BLOCK:
+                sent = 0
+        except BaseException:
+            self.write_lock.release()
+            raise
+        if sent == len(frame):
+            self.write_lock.release()
+            return None
+
+        def finish() -> None:
+            try:
+                self._write(frame[sent:], partial=sent > 0)
+            finally:
+                self.write_lock.release()
+
+        return finish
+
     def send_ping(self) -> bool:
         """Write a ping; True when it is the one whose pong is awaited."""
         with self.write_lock:
@@ -135,16 +166,19 @@ class Link:
         if not self.open or self.protocol.close_sent:
             raise WebSocketClosedError(None, "not connected (the connection is closing)")
 
-    def _write(self, data: bytes, timeout: float | None = None) -> None:
+    def _write(
+        self, data: bytes | memoryview, timeout: float | None = None, partial: bool = False
+    ) -> None:
         """Write all of ``data``, waiting at most ``timeout`` (None: the write timeout)
-        for room in the socket. Caller holds ``write_lock``."""
+        for room in the socket; ``partial``: ``data`` is the rest of a frame begun
+        already. Caller holds ``write_lock``."""
         view = memoryview(data)
         deadline: float | None = None
         while view:
             try:
                 sent = self._send_some(view)
             except _WOULD_BLOCK:
-                partial = len(view) < len(data)
+                partial = partial or len(view) < len(data)
                 deadline = self._wait_writable(deadline, timeout, partial=partial)
                 continue
             view = view[sent:]
