@@ -579,8 +579,7 @@ def test_proxy_spec_mapping() -> None:
     spec = transport._proxy_spec("HTTP://a%3Ab:p%40ss@p.test")
     assert (spec.scheme, spec.port, spec.username, spec.password) == ("http", 80, "a:b", "p@ss")
     assert transport._proxy_spec("http://p.test").username is None
-    # the websocket-client-era view tests/unit/test_http.py reads
-    assert transport._proxy_options("socks5h://p:1", 2.0)["proxy_type"] == "socks5h"
+    assert transport._proxy_spec("socks5h://p:1").scheme == "socks5h"
 
 
 def test_socks_without_python_socks_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kstlib.websocket import transport
+from kstlib.websocket import handshake, transport
 from kstlib.websocket._http import (
     PROXY_DEFAULT_PORTS,
     RESERVED_HEADERS,
@@ -306,12 +306,12 @@ def test_bad_subprotocols_fail_in_settings_and_handshake(protocols: list[str]) -
 def test_every_proxy_the_settings_accept_the_handshake_accepts(proxy: str) -> None:
     settings = load_settings(URL, proxy=proxy)
     assert settings.proxy is not None
-    options = transport._proxy_options(settings.proxy, 2.0)
-    assert options["proxy_type"] == urlsplit(proxy).scheme.lower()
+    spec = transport._proxy_spec(settings.proxy)
+    assert spec.scheme == urlsplit(proxy).scheme.lower()
 
 
 def test_headers_the_settings_accept_reach_the_request() -> None:
     settings = load_settings(URL, headers=[("X-A", "1 "), ("X-A", "2"), ("Origin", "https://o")])
-    lines, options = transport._header_options(settings.headers)
+    lines, single = handshake.split_headers(settings.headers)
     assert lines == ["X-A: 1", "X-A: 2"]
-    assert options == {"origin": "https://o"}
+    assert single == {"origin": "https://o"}

@@ -1,12 +1,22 @@
 """Opening a WebSocket connection; the raw socket after it belongs to the engine and codec.
 
-:func:`open_connection` does the opening handshake itself: TCP, the proxy (an HTTP
-``CONNECT`` tunnel written here, SOCKS through ``python-socks``), TLS with the caller's
-:class:`ssl.SSLContext`, the Upgrade request and the response, all within one deadline
-(``timeout``), and redirects by policy (``redirects=``). The request and the response
-are built and parsed without I/O by :mod:`kstlib.websocket.handshake`, which also holds
-the limits on what a server may send (header line, header count, head size, error
-body). After the ``101`` response every byte goes through :mod:`kstlib.websocket.codec`.
+:func:`open_connection` does the opening handshake itself, all within one deadline
+(``timeout``) and a cancel that ends any step, with redirects by policy
+(``redirects=``). The jobs are split by module:
+
+* here: the attempt (request, response, redirects), the errors it raises, and
+  :func:`make_codec` for the connection it hands over;
+* :mod:`kstlib.websocket.handshake`: the request and the checks of the response,
+  without I/O, and the limits on what a server may send (header line, header count,
+  head size, error body);
+* :mod:`kstlib.websocket._proxies`: the route to the server (direct, an HTTP
+  ``CONNECT`` tunnel written here, SOCKS through ``python-socks``, the proxy
+  environment variables);
+* :mod:`kstlib.websocket._handshake_io`: the blocking socket steps (resolve, TCP, TLS
+  with the caller's :class:`ssl.SSLContext`, send, read a head);
+* :mod:`kstlib.websocket._deadline`: the deadline, the cancel, the helper threads.
+
+After the ``101`` response every byte goes through :mod:`kstlib.websocket.codec`.
 
 No byte is lost at the hand-over: the response is read in chunks of up to
 :data:`RECV_SIZE` bytes, so the first frames may arrive in the same read as the end of
@@ -28,33 +38,39 @@ writers serialised by the caller's write lock). The cancel callable given to
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import ipaddress
 import logging
 import socket
 import ssl
-import threading
-import time
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
-from kstlib.websocket._http import PROXY_DEFAULT_PORTS, check_proxy, check_subprotocols, redact_url
-from kstlib.websocket.exceptions import WebSocketConnectionError, WebSocketTimeoutError
+from kstlib.websocket._deadline import _Abort, _Deadline
+from kstlib.websocket._handshake_io import (
+    ERROR_BODY_WAIT,
+    RECV_SIZE,
+    _close_quietly,
+    _read_error_body,
+    _read_head,
+    _send,
+    _start_tls,
+)
+from kstlib.websocket._http import check_subprotocols, redact_url
+from kstlib.websocket._proxies import _connect, _environment_proxy, _Proxy
+from kstlib.websocket._proxies import _proxy_spec as _proxy_spec  # tests read it here
+from kstlib.websocket.exceptions import (
+    WebSocketConnectionError,
+    WebSocketError,
+    WebSocketTimeoutError,
+)
 from kstlib.websocket.handshake import (
     MAX_REDIRECTS,
     REDIRECT_STATUSES,
     DeflateParams,
-    ErrorBody,
     HandshakeError,
     HTTPStatusError,
-    ProxyError,
     RedirectError,
     Response,
-    ResponseReader,
     Target,
     build_deflate_offer,
     build_request,
@@ -79,23 +95,8 @@ __all__ = [
 
 log = logging.getLogger("kstlib.websocket")
 
-#: Bytes asked of each ``recv`` while the response head is read.
-RECV_SIZE = 65536
-#: Seconds we wait at most (within the deadline) for the body of a refused handshake.
-ERROR_BODY_WAIT = 1.0
 #: Values of ``open_connection(redirects=...)``.
 REDIRECT_POLICIES = ("off", "same_origin")
-
-# websocket-client's socket options, kept: no Nagle delay, and TCP keepalive probes that
-# notice a dead peer in about a minute even when the application sends nothing.
-_SOCKET_OPTIONS: list[tuple[int, int, int]] = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-if hasattr(socket, "SO_KEEPALIVE"):
-    _SOCKET_OPTIONS.append((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1))
-for _name, _value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
-    if hasattr(socket, _name):
-        _SOCKET_OPTIONS.append((socket.IPPROTO_TCP, getattr(socket, _name), _value))
-
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -121,426 +122,6 @@ class Handshake:
     url: str
 
 
-# --------------------------------------------------------------------------- deadline, cancel
-
-
-class _Cancelled(Exception):
-    """The handshake was aborted through the ``on_cancel`` callable."""
-
-
-class _Deadline:
-    """The end of the whole handshake; :meth:`remaining` raises once it has passed."""
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.end = time.monotonic() + timeout
-
-    def remaining(self) -> float:
-        left = self.end - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"the opening handshake took longer than {self.timeout:g} s")
-        return left
-
-
-class _Abort:
-    """The cancel callable handed to ``on_cancel``, and what it acts on.
-
-    Calling it (any thread) marks the handshake cancelled, shuts the current socket down
-    (a blocked ``connect``, TLS handshake, ``send`` or ``recv`` returns at once) and wakes
-    a wait on a helper thread. The socket is attached and detached under the lock, so a
-    late call never touches a socket that was closed or handed over.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self._wakers: list[threading.Event] = []
-        self.cancelled = False
-
-    def __call__(self) -> None:
-        with self._lock:
-            self.cancelled = True
-            if self._sock is not None:
-                with contextlib.suppress(OSError):
-                    # socket.socket's own method: SSLSocket.shutdown would also drop the
-                    # TLS object that the handshake's thread is using.
-                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
-            for event in self._wakers:
-                event.set()
-
-    def check(self) -> None:
-        if self.cancelled:
-            raise _Cancelled("the handshake was cancelled")
-
-    def attach(self, sock: socket.socket) -> None:
-        with self._lock:
-            self.check()
-            self._sock = sock
-
-    def detach(self) -> None:
-        with self._lock:
-            self._sock = None
-
-    def add_waker(self, event: threading.Event) -> None:
-        with self._lock:
-            self._wakers.append(event)
-            if self.cancelled:
-                event.set()
-
-    def remove_waker(self, event: threading.Event) -> None:
-        with self._lock:
-            self._wakers.remove(event)
-
-
-class _Helper(Generic[_T]):
-    """Runs a blocking call we cannot interrupt (name resolution, python-socks) on a
-    daemon thread, and waits for it within the deadline or until cancelled.
-
-    If we stop waiting, the thread ends on its own (the call has its own timeouts or the
-    system resolver's) and a socket it returns late is closed by ``discard``.
-    """
-
-    def __init__(
-        self, call: Callable[[], _T], name: str, discard: Callable[[_T], None] | None = None
-    ) -> None:
-        self._call = call
-        self._discard = discard
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._result: tuple[bool, Any] | None = None
-        self._abandoned = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            value = self._call()
-        except BaseException as exc:
-            with self._lock:
-                self._result = (False, exc)
-            self._done.set()
-            return
-        with self._lock:
-            late = self._abandoned
-            if not late:
-                self._result = (True, value)
-        if late and self._discard is not None:
-            self._discard(value)
-        self._done.set()
-
-    def wait(self, deadline: _Deadline, abort: _Abort) -> _T:
-        self._thread.start()
-        abort.add_waker(self._done)
-        try:
-            while True:
-                abort.check()
-                self._done.wait(deadline.remaining())
-                with self._lock:
-                    result = self._result
-                if result is not None:
-                    ok, value = result
-                    if ok:
-                        return value  # type: ignore[no-any-return]
-                    raise value
-        except BaseException:
-            with self._lock:
-                self._abandoned = True
-                late, self._result = self._result, None
-            if late is not None and late[0] and self._discard is not None:
-                self._discard(late[1])
-            raise
-        finally:
-            abort.remove_waker(self._done)
-
-
-# --------------------------------------------------------------------------- proxies
-
-
-@dataclass(frozen=True)
-class _Proxy:
-    """A proxy URL split: ``scheme`` (``http``, ``socks4``, ``socks4a``, ``socks5``,
-    ``socks5h``), ``host``, ``port``, ``username`` / ``password`` (unquoted, or None),
-    ``url`` as given (shown redacted)."""
-
-    scheme: str
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    url: str
-
-
-def _proxy_spec(proxy: str) -> _Proxy:
-    """Check and split a proxy URL (``ValueError``); a SOCKS proxy without the
-    ``python-socks`` package raises ``ImportError``."""
-    check_proxy(proxy)
-    parts = urlsplit(proxy)
-    scheme = parts.scheme.lower()
-    if scheme != "http":
-        try:
-            import python_socks  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(
-                f"a {scheme}:// proxy needs the python-socks package "
-                "(pip install 'kstlib-websocket[socks]')"
-            ) from exc
-    username = None if parts.username is None else unquote(parts.username)
-    password = None if parts.username is None else unquote(parts.password or "")
-    host = parts.hostname
-    assert host is not None  # check_proxy refused a proxy without one
-    port = parts.port or PROXY_DEFAULT_PORTS[scheme]
-    return _Proxy(scheme, host, port, username, password, proxy)
-
-
-def _proxy_options(proxy: str, timeout: float) -> dict[str, Any]:
-    """The proxy as a dict (``proxy_type`` is the scheme); ``timeout`` is unused.
-
-    Kept for the callers of the websocket-client era (tests/unit/test_http.py);
-    new code uses :func:`_proxy_spec`."""
-    spec = _proxy_spec(proxy)
-    return {
-        "proxy_type": spec.scheme,
-        "proxy_host": spec.host,
-        "proxy_port": spec.port,
-        "proxy_auth": None if spec.username is None else (spec.username, spec.password),
-    }
-
-
-# The no_proxy check of urllib (the one requests uses too); missing from typeshed.
-_proxy_bypass: Callable[[str, dict[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
-
-#: The caller's headers as request lines and the Host / Origin / Cookie overrides.
-_header_options = split_headers
-
-
-def _environment_proxy(target: Target) -> _Proxy | None:
-    """The proxy the environment names for ``target`` (``https_proxy`` for ``wss://``,
-    ``http_proxy`` for ``ws://``, either case, ``no_proxy`` honoured), as
-    websocket-client did when no proxy was given; None for a direct connection.
-
-    A value without a scheme, or with ``https://`` (most proxies named in
-    ``https_proxy`` are plain HTTP proxies), is used as an ``http://`` proxy."""
-    proxies = urllib.request.getproxies_environment()
-    variable = "https" if target.secure else "http"
-    value = proxies.get(variable, "").strip()
-    if not value or _proxy_bypass(target.host, proxies):
-        return None
-    if "://" not in value:
-        value = "http://" + value
-    elif value.lower().startswith("https://"):
-        value = "http://" + value[len("https://") :]
-    try:
-        return _proxy_spec(value)
-    except ValueError as exc:
-        raise ValueError(f"environment variable {variable}_proxy: {exc}") from exc
-
-
-# --------------------------------------------------------------------------- I/O steps
-
-
-def _close_quietly(sock: socket.socket | None) -> None:
-    if sock is None:
-        return
-    with contextlib.suppress(OSError):
-        sock.close()
-
-
-def _set_options(sock: socket.socket) -> None:
-    for level, option, value in _SOCKET_OPTIONS:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(level, option, value)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-_AddrInfo = list[tuple[Any, Any, int, str, Any]]
-
-
-def _resolve(host: str, port: int, deadline: _Deadline, abort: _Abort) -> _AddrInfo:
-    """``getaddrinfo`` for a TCP connection; a name is resolved on a helper thread so
-    that a slow resolver is bounded by the deadline (and by a cancel)."""
-    if _is_ip(host):
-        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
-
-    def lookup() -> _AddrInfo:
-        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-
-    return _Helper(lookup, "kstlib-ws-resolve").wait(deadline, abort)
-
-
-def _tcp_connect(host: str, port: int, deadline: _Deadline, abort: _Abort) -> socket.socket:
-    """A TCP connection to ``host:port`` (each address in turn, all within the deadline),
-    attached to ``abort``."""
-    first_error: OSError | None = None
-    for family, kind, proto, _canon, address in _resolve(host, port, deadline, abort):
-        sock = socket.socket(family, kind, proto)
-        try:
-            abort.attach(sock)
-            sock.settimeout(deadline.remaining())
-            sock.connect(address)
-        except OSError as exc:
-            abort.detach()
-            sock.close()
-            abort.check()
-            if isinstance(exc, TimeoutError):
-                raise
-            first_error = first_error or exc
-            continue
-        except BaseException:
-            abort.detach()
-            sock.close()
-            raise
-        _set_options(sock)
-        return sock
-    raise first_error or OSError(f"no address found for {host!r}")
-
-
-def _send(sock: socket.socket, data: bytes, deadline: _Deadline) -> None:
-    sock.settimeout(deadline.remaining())  # sendall: the timeout bounds the whole call
-    sock.sendall(data)
-
-
-def _read_head(
-    sock: socket.socket, deadline: _Deadline, abort: _Abort, what: str = "response"
-) -> tuple[Response, bytes]:
-    """Read one response head (within the limits and the deadline): the response and
-    the bytes received after it."""
-    reader = ResponseReader(what=what)
-    while True:
-        sock.settimeout(deadline.remaining())
-        data = sock.recv(RECV_SIZE)
-        if not data:
-            abort.check()
-            reader.eof()
-        response = reader.feed(data)
-        if response is not None:
-            return response, reader.leftover
-
-
-def _read_error_body(
-    sock: socket.socket, response: Response, initial: bytes, deadline: _Deadline
-) -> bytes:
-    """The start of a refused handshake's body: what fits in ``MAX_ERROR_BODY``, read
-    for at most :data:`ERROR_BODY_WAIT` seconds (within the deadline). Never raises."""
-    body = ErrorBody(response)
-    done = body.feed(initial)
-    end = min(deadline.end, time.monotonic() + ERROR_BODY_WAIT)
-    while not done:
-        left = end - time.monotonic()
-        if left <= 0:
-            break
-        try:
-            sock.settimeout(left)
-            data = sock.recv(RECV_SIZE)
-        except OSError:
-            break
-        if not data:
-            break
-        done = body.feed(data)
-    return body.body
-
-
-def _http_tunnel(
-    proxy: _Proxy, target: Target, deadline: _Deadline, abort: _Abort
-) -> socket.socket:
-    """A ``CONNECT`` tunnel to ``target`` through an HTTP proxy."""
-    sock = _tcp_connect(proxy.host, proxy.port, deadline, abort)
-    try:
-        lines = [f"CONNECT {target.host_port} HTTP/1.1", f"Host: {target.host_port}"]
-        if proxy.username is not None:
-            credentials = f"{proxy.username}:{proxy.password or ''}".encode()
-            lines.append(f"Proxy-Authorization: Basic {base64.b64encode(credentials).decode()}")
-        _send(sock, ("\r\n".join(lines) + "\r\n\r\n").encode("ascii"), deadline)
-        response, extra = _read_head(sock, deadline, abort, what="proxy response")
-        if not 200 <= response.status < 300:
-            raise ProxyError(
-                f"the proxy answered CONNECT with HTTP {response.status} {response.reason}".rstrip()
-            )
-        if extra:
-            raise ProxyError("the proxy sent data after its CONNECT response")
-        return sock
-    except BaseException:
-        abort.detach()
-        sock.close()
-        raise
-
-
-def _socks_tunnel(
-    proxy: _Proxy, target: Target, deadline: _Deadline, abort: _Abort
-) -> socket.socket:
-    """A connection to ``target`` through a SOCKS proxy, by ``python-socks``.
-
-    python-socks makes its own socket and bounds each step (TCP connect, each read) by
-    its ``timeout``, not the whole negotiation, and we cannot reach its socket to cut
-    it short. So it runs on a helper thread and we wait for it only within the
-    deadline (or until cancelled): the handshake ends on time, and an abandoned
-    negotiation ends on its own thread within python-socks' per-step timeouts (each at
-    most the time that was left), its socket then closed."""
-    from python_socks import ProxyType
-    from python_socks.sync import Proxy
-
-    kind = ProxyType.SOCKS5 if proxy.scheme.startswith("socks5") else ProxyType.SOCKS4
-    client = Proxy(
-        kind,
-        proxy.host,
-        proxy.port,
-        username=proxy.username,
-        password=proxy.password,
-        rdns=proxy.scheme in ("socks4a", "socks5h"),
-    )
-    step_timeout = deadline.remaining()
-
-    def connect() -> socket.socket:
-        sock: socket.socket = client.connect(target.host, target.port, timeout=step_timeout)
-        return sock
-
-    sock = _Helper(connect, "kstlib-ws-socks", discard=_close_quietly).wait(deadline, abort)
-    try:
-        abort.attach(sock)
-    except BaseException:
-        sock.close()
-        raise
-    _set_options(sock)
-    return sock
-
-
-def _connect(
-    target: Target, proxy: _Proxy | None, deadline: _Deadline, abort: _Abort
-) -> socket.socket:
-    if proxy is None:
-        return _tcp_connect(target.host, target.port, deadline, abort)
-    if proxy.scheme == "http":
-        return _http_tunnel(proxy, target, deadline, abort)
-    return _socks_tunnel(proxy, target, deadline, abort)
-
-
-def _start_tls(
-    sock: socket.socket,
-    context: ssl.SSLContext,
-    target: Target,
-    deadline: _Deadline,
-    abort: _Abort,
-) -> ssl.SSLSocket:
-    """TLS over ``sock`` (which it takes over), host name ``target.host`` for SNI and
-    verification; the handshake is bounded by the remaining time."""
-    sock.settimeout(deadline.remaining())
-    tls = context.wrap_socket(sock, server_hostname=target.host, do_handshake_on_connect=False)
-    try:
-        abort.attach(tls)
-        tls.settimeout(deadline.remaining())
-        tls.do_handshake()
-    except BaseException:
-        abort.detach()
-        tls.close()
-        raise
-    return tls
-
-
 # --------------------------------------------------------------------------- open
 
 
@@ -558,49 +139,41 @@ def open_connection(
 ) -> Handshake:
     """Connect to ``url`` (``ws://`` or ``wss://``) and perform the opening handshake.
 
-    * ``timeout`` (seconds) bounds the whole handshake: name resolution, TCP connect,
-      proxy negotiation, TLS handshake, request and response, and the redirects
-      followed. Past it :class:`~kstlib.websocket.exceptions.WebSocketTimeoutError`
-      ``("connect", timeout)`` is raised, however slowly the server trickles bytes.
-    * ``headers``: extra request headers (mapping, or list or tuple of ``(name, value)``
-      pairs; ``str`` values). ``Host``/``Origin``/``Cookie`` (at most once each) replace
-      the defaults; the handshake's own headers (``Upgrade``, ``Connection``,
-      ``Sec-WebSocket-*``) are refused with ``ValueError``. They are sent only to the
-      origin (scheme, host, port) of ``url``.
-    * ``subprotocols``: a list or tuple of HTTP tokens, offered in order; the server may
-      pick one of them (or none); answering with one that was not offered fails the
-      connection.
+    * ``timeout`` (seconds) bounds the whole handshake (DNS, TCP, proxy, TLS, request,
+      response, redirects), however slowly the server trickles bytes.
+    * ``headers``: extra request headers (mapping or ``(name, value)`` pairs, ``str``
+      values), sent only to the origin of ``url``. ``Host``/``Origin``/``Cookie`` (once
+      each) replace the defaults; ``Upgrade``, ``Connection``, ``Sec-WebSocket-*`` are
+      refused with ``ValueError``.
+    * ``subprotocols``: HTTP tokens offered in order; the server may pick one or none
+      (one not offered fails the connection).
     * ``ssl_context``: used as given for ``wss://``; by default
       :func:`ssl.create_default_context` (system trust store, host name checked).
-    * ``proxy``: ``http://[user:pass@]host[:port]`` (CONNECT),
-      ``socks4://``, ``socks4a://``, ``socks5://``, ``socks5h://`` (needs ``python-socks``);
-      ``https://`` (TLS to the proxy) raises ``ValueError``.  With ``proxy=None`` the
-      ``http_proxy`` (``ws://``) / ``https_proxy`` (``wss://``) / ``no_proxy``
-      environment variables are honoured, as websocket-client did.
+    * ``proxy``: ``http://[user:pass@]host[:port]`` (CONNECT), ``socks4://``,
+      ``socks4a://``, ``socks5://``, ``socks5h://`` (needs ``python-socks``);
+      ``https://`` raises ``ValueError``. With None, ``http_proxy`` (``ws://``) /
+      ``https_proxy`` (``wss://``) / ``no_proxy`` are honoured, as websocket-client did.
     * ``compression``: offer permessage-deflate (:func:`build_deflate_offer`) and accept
       the server's parameters (:func:`parse_deflate_response`).
-    * ``on_cancel``: receives a callable (any thread may call it) that aborts this
-      handshake at once, whatever step it is in (a connection error follows), and
-      ``None`` when the handshake is over.
+    * ``on_cancel`` receives a callable (any thread may call it) that aborts the
+      handshake at once, whatever the step (a connection error follows), then ``None``.
     * ``redirects``: ``"same_origin"`` (default) follows up to
       :data:`~kstlib.websocket.handshake.MAX_REDIRECTS` redirects (301, 302, 303, 307,
-      308) whose target has the same scheme, host and port (``http``/``https`` count as
-      ``ws``/``wss``), each logged at INFO on ``kstlib.websocket``; a redirect to another
-      origin (a ``wss://`` -> ``ws://`` downgrade included) is refused. ``"off"``: a
-      redirect is an error naming its status and ``Location``.
+      308) to the same scheme, host and port (``http[s]`` count as ``ws[s]``), each
+      logged at INFO on ``kstlib.websocket``; another origin (a ``wss://`` -> ``ws://``
+      downgrade included) is refused. ``"off"``: a redirect is an error naming its
+      status and ``Location``.
 
-    The server's response is bounded (:mod:`kstlib.websocket.handshake`: line length,
-    header count, head size; only the first 4 KiB of an error body are read). Every
-    failure (refused, DNS, proxy, TLS verification, non-101 status, refused redirect,
-    wrong ``Sec-WebSocket-Accept``, bad ``Upgrade``/``Connection``, invalid extension or
-    subprotocol response, a limit exceeded, garbage, cancel) raises
+    The response is bounded (:mod:`kstlib.websocket.handshake`: line length, header
+    count, head size, 4 KiB of error body). Every failure (DNS, refused, proxy, TLS,
+    non-101 status, refused redirect, bad accept key, upgrade, extension or subprotocol,
+    a limit, garbage, cancel) closes the socket and raises
     :class:`~kstlib.websocket.exceptions.WebSocketConnectionError` (``url`` as given,
-    ``attempts=1``) or ``WebSocketTimeoutError("connect", timeout)``, with the cause
-    chained, after closing the socket. For a non-101 status the cause is a
+    ``attempts=1``), or ``WebSocketTimeoutError("connect", timeout)`` past the deadline,
+    the cause chained; for a non-101 status the cause is a
     :class:`~kstlib.websocket.handshake.HTTPStatusError` (``status_code``,
-    ``resp_headers``, ``body``). Invalid arguments (bad header, bad proxy URL, unknown
-    ``redirects``) raise ``ValueError``; a SOCKS proxy without ``python-socks`` raises
-    ``ImportError``.
+    ``resp_headers``, ``body``). Bad arguments (header, proxy URL, ``redirects``) raise
+    ``ValueError``; a SOCKS proxy without ``python-socks`` raises ``ImportError``.
     """
     offered = list(check_subprotocols(subprotocols))
     lines, single = split_headers(headers)
@@ -617,20 +190,27 @@ def open_connection(
             state, deadline, abort, lines, single, offered, ssl_context, compression, redirects
         )
     except Exception as exc:
-        where = state.where()
-        if abort.cancelled:
-            raise WebSocketConnectionError(
-                f"cannot open WebSocket {where}: the handshake was cancelled", url=url, attempts=1
-            ) from exc
-        if _is_timeout(exc):
-            raise WebSocketTimeoutError("connect", timeout) from exc
-        raise WebSocketConnectionError(
-            f"cannot open WebSocket {where}: {_describe(exc)}", url=url, attempts=1
-        ) from exc
+        raise _failure(exc, state, abort, timeout) from exc
     finally:
         abort.detach()
         if on_cancel is not None:
             on_cancel(None)
+
+
+def _failure(exc: Exception, state: _Attempt, abort: _Abort, timeout: float) -> WebSocketError:
+    """The error :func:`open_connection` raises (chained to ``exc``) for a failed attempt."""
+    where = state.where()
+    if abort.cancelled:
+        return WebSocketConnectionError(
+            f"cannot open WebSocket {where}: the handshake was cancelled",
+            url=state.url,
+            attempts=1,
+        )
+    if _is_timeout(exc):
+        return WebSocketTimeoutError("connect", timeout)
+    return WebSocketConnectionError(
+        f"cannot open WebSocket {where}: {_describe(exc)}", url=state.url, attempts=1
+    )
 
 
 @dataclass
