@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from kstlib.websocket import handshake, transport
 from kstlib.websocket._http import (
-    PROXY_DEFAULT_PORTS,
     RESERVED_HEADERS,
     InvalidValue,
     check_header,
@@ -181,16 +180,6 @@ def test_https_proxy_is_refused_with_the_way_out() -> None:
     assert "https:// proxy" in message and "not supported" in message
     assert "http://host:port" in message  # what to write instead
     assert "hunter2" not in message and "user:***@proxy:443" in message
-
-
-def test_proxy_schemes_are_what_websocket_client_supports() -> None:
-    import websocket._http as ws_http
-
-    proxy_info: Any = ws_http.proxy_info  # untyped in websocket-client
-    for scheme in PROXY_DEFAULT_PORTS:
-        proxy_info(http_proxy_host="p", http_proxy_port=1, proxy_type=scheme)
-    with pytest.raises(Exception, match="proxy"):  # no TLS-to-proxy type exists there
-        proxy_info(http_proxy_host="p", http_proxy_port=1, proxy_type="https")
 
 
 # ------------------------------------------------------------------------------ redaction
