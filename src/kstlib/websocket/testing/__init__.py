@@ -1,4 +1,5 @@
-"""A local Binance-style exchange simulator and its pytest plugin.
+"""A local exchange simulator (Binance-style by default, five other venues as dialects)
+and its pytest plugin.
 
 :class:`ExchangeSimulator` is a real WebSocket server built on the ``websockets``
 library (an implementation independent of kstlib's own codec), running on its own
@@ -54,6 +55,21 @@ Fault switches (thread-safe, while running)
     ``accept_delay(seconds)``, ``drop_after_accept(True)``. Most accept ``only=`` to
     target one connection index.
 
+Dialects
+    ``ExchangeSimulator(dialect="okx")`` (or ``"bybit"``, ``"coinbase"``, ``"kraken"``,
+    ``"deribit"``, or an instance such as ``OkxDialect(silence=0.5)`` for scaled-down
+    windows) plays another venue: its endpoints (``sim.endpoint("private")``), its
+    application heartbeat and silence cut, its login and acknowledgement, its token
+    expiry, its sequence numbers (the module of each dialect documents them). The
+    Binance dialect (default) also serves listenKey user-data streams
+    (``sim.dialect.new_listen_key()``) and, with ``BinanceDialect(depth=True)``,
+    diff-depth streams. Feed faults, in every dialect: ``inject_gap(count, stream=)``
+    (the next sequenced data messages are swallowed: a hole in the sequence numbers on
+    a live connection, recorded in ``injected_gaps(i)``) and ``stall(True/False)`` (a
+    silent feed: no data while pongs, heartbeats and replies still flow). Venue
+    dialects also take ``sim.dialect.ignore("login" | "ping" | "request")``: requests of
+    that kind are read and never answered.
+
 Observability
     ``connection_count``, ``total_connections``, ``handshake_attempts``,
     ``refused_handshakes``, ``events_published``, ``last_event_id(stream)``,
@@ -93,17 +109,38 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from kstlib.websocket.testing._dialects import (
+    DIALECTS,
+    BinanceDialect,
+    BybitDialect,
+    CoinbaseDialect,
+    DeribitDialect,
+    Dialect,
+    KrakenDialect,
+    OkxDialect,
+    VenueDialect,
+)
 from kstlib.websocket.testing._frames import MALFORMED_FRAMES, MalformedKind
 from kstlib.websocket.testing._market import StreamSpec, parse_stream
 from kstlib.websocket.testing._simulator import ExchangeSimulator
-from kstlib.websocket.testing._state import ConnectionInfo
+from kstlib.websocket.testing._state import ConnectionInfo, InjectedGap
 
 __all__ = [
+    "DIALECTS",
     "MALFORMED_FRAMES",
+    "BinanceDialect",
+    "BybitDialect",
+    "CoinbaseDialect",
     "ConnectionInfo",
+    "DeribitDialect",
+    "Dialect",
     "ExchangeSimulator",
+    "InjectedGap",
+    "KrakenDialect",
     "MalformedKind",
+    "OkxDialect",
     "StreamSpec",
+    "VenueDialect",
     "parse_stream",
 ]
 

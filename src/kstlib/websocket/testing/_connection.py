@@ -106,6 +106,12 @@ class Live:
     ``combined`` is the connection's current payload wrapping (``SET_PROPERTY`` changes
     it); ``closing`` is set once the server started to end the connection (or saw it
     end), after which no reply is sent and no second close is started.
+
+    The feed faults: while ``stalled`` no data is produced for the connection (pongs,
+    heartbeats and replies still go out); ``drop_count`` sequenced data messages (of
+    stream ``drop_stream``, or any) are still to be swallowed by the gap fault, and
+    ``drop_open`` says the last one swallowed belongs to the hole being made. ``venue`` is
+    the dialect's state of the connection, if it keeps one.
     """
 
     def __init__(self, conn: SimConnection, record: ConnRecord) -> None:
@@ -117,3 +123,8 @@ class Live:
         self.rate_window: deque[float] = deque()
         self.tasks: list[asyncio.Task[None]] = []
         self.closing = False
+        self.stalled = False
+        self.drop_count = 0
+        self.drop_stream: str | None = None
+        self.drop_open = False
+        self.venue: Any = None

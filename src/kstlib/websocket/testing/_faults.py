@@ -6,7 +6,10 @@ the ``SimServer`` methods that ``ExchangeSimulator`` calls through ``loop.call_s
 ``close_all`` (a closing handshake), ``reset_all`` (TCP RST), ``go_silent`` (a half-open
 peer, see :class:`~kstlib.websocket.testing._connection.SimConnection`), ``send_raw`` /
 ``send_malformed`` (bytes written under the ``websockets`` protocol) and
-``announce_shutdown`` (Binance's ``serverShutdown`` event, then optionally a 1001 close).
+``announce_shutdown`` (Binance's ``serverShutdown`` event, then optionally a 1001 close),
+``inject_gap`` (the next sequenced data messages swallowed: a hole in the sequence
+numbers on a live connection) and ``stall`` (a silent feed: no data, while pongs,
+heartbeats and replies still flow).
 The handshake faults (refusals, delays, drop after accept) are switches in
 ``SharedState.faults``, read by :mod:`._handshake` and :mod:`._session`.
 
@@ -33,10 +36,12 @@ __all__ = [
     "announce_shutdown",
     "close_all",
     "go_silent",
+    "inject_gap",
     "reset",
     "reset_all",
     "send_malformed",
     "send_raw",
+    "stall",
     "targets",
 ]
 
@@ -134,4 +139,23 @@ def announce_shutdown(server: SimServer, close_after: float | None, only: int | 
         server.write(live, payload)
         if close_after is not None:
             server.later(close_after, server.disconnect, live, "shutdown", 1001, "Server shutdown")
+    return len(lives)
+
+
+def inject_gap(server: SimServer, count: int, stream: str | None, only: int | None) -> int:
+    """Make each connection swallow its next ``count`` sequenced data messages (of
+    ``stream`` only, if given): one hole each, recorded as it is made."""
+    lives = targets(server, only)
+    for live in lives:
+        live.drop_count = count
+        live.drop_stream = stream
+        live.drop_open = False
+    return len(lives)
+
+
+def stall(server: SimServer, enabled: bool, only: int | None) -> int:
+    """Stop (``enabled``) or resume the connections' data feeds."""
+    lives = targets(server, only)
+    for live in lives:
+        live.stalled = enabled
     return len(lives)

@@ -3,9 +3,9 @@
 :class:`Handshake` gives ``websockets.serve`` its two hooks. ``process_request`` runs
 before the upgrade: it counts the attempt, applies the ``accept_delay`` and
 ``refuse_handshake`` faults and the ``max_connection_attempts`` rule (HTTP 429 with
-``Retry-After``), then routes the path (``/ws``, ``/ws/<stream>``,
-``/stream?streams=a/b``; 404 for another path, 400 for a bad stream name or too many
-streams). ``process_response`` registers an accepted connection (its record and its
+``Retry-After``), then lets the dialect route the path (Binance: ``/ws``,
+``/ws/<stream>``, ``/stream?streams=a/b``; 404 for another path, 400 for a bad stream
+name or too many streams). ``process_response`` registers an accepted connection (its record and its
 :class:`~kstlib.websocket.testing._connection.Live`) before the 101 is sent.
 
 Thread-safety: runs on the simulator's loop; the shared counters, faults and records
@@ -19,13 +19,11 @@ import contextlib
 import http
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from kstlib.websocket.testing._connection import Live, SimConnection
-from kstlib.websocket.testing._market import parse_stream
 
 if TYPE_CHECKING:
     from kstlib.websocket.testing._server import SimServer
@@ -106,35 +104,9 @@ class Handshake:
         return response
 
     def _route(self, conn: ServerConnection, request: Request) -> Response | None:
-        """Check the path and its streams; store them in ``conn.kst_route``."""
-        parts = urlsplit(request.path)
-        path = unquote(parts.path)
-        if path in ("/ws", "/ws/"):
-            streams: list[str] = []
-            combined = False
-        elif path.startswith("/ws/"):
-            streams = [path[4:]]
-            combined = False
-        elif path in ("/stream", "/stream/"):
-            values = parse_qs(parts.query).get("streams", [])
-            streams = [s for v in values for s in v.split("/") if s]
-            combined = True
-        else:
-            return conn.respond(http.HTTPStatus.NOT_FOUND, f"Unknown path {path}\n")
-        unique = list(dict.fromkeys(streams))
-        for name in unique:
-            try:
-                parse_stream(name, self.opts.kline_seconds)
-            except ValueError as exc:
-                return conn.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
-        if len(unique) > self.opts.max_streams_per_connection:
-            limit = self.opts.max_streams_per_connection
-            return conn.respond(
-                http.HTTPStatus.BAD_REQUEST, f"Too many streams: at most {limit} per connection\n"
-            )
+        """Let the dialect check the path; it stores the route in ``conn.kst_route``."""
         assert isinstance(conn, SimConnection)
-        conn.kst_route = (request.path, unique, combined)
-        return None
+        return self.server.dialect.route(self.server, conn, request.path)
 
     def process_response(
         self, conn: ServerConnection, request: Request, response: Response

@@ -13,6 +13,11 @@ Stream names (lowercase, like Binance):
   ``1s``, ``1m``, ``4h``, ``1M``. Each event carries a top-level ``"u"``: a per-stream
   update id (starts at 1, +1 per event, strictly increasing) that real Binance kline
   events do not have; use it as the deduplication key for klines.
+* ``<symbol>@depth`` and ``<symbol>@depth@100ms`` (only with ``depth=True``, a
+  :class:`~kstlib.websocket.testing.BinanceDialect` option): diff-depth events whose
+  update ids ``U`` (first) to ``u`` (last) continue the previous event's ``u``; with
+  ``futures=True`` they also carry ``pu`` (the previous event's ``u``) and ``T``, as on
+  the futures streams.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
+    "DepthGenerator",
     "KlineGenerator",
     "StreamSpec",
     "TradeGenerator",
@@ -32,6 +38,7 @@ __all__ = [
 ]
 
 _STREAM_RE = re.compile(r"^([a-z0-9]{2,30})@(?:(trade)|kline_([1-9][0-9]{0,3})([smhdwM]))$")
+_DEPTH_RE = re.compile(r"^([a-z0-9]{2,30})@depth(?:@(?:100|1000)ms)?$")
 
 _UNIT_SECONDS: dict[str, int] = {
     "s": 1,
@@ -59,7 +66,7 @@ class StreamSpec:
     Attributes:
         name: the stream name as given (``btcusdt@kline_1m``).
         symbol: uppercase symbol (``BTCUSDT``), as it appears in payloads.
-        kind: ``"trade"`` or ``"kline"``.
+        kind: ``"trade"``, ``"kline"`` or ``"depth"``.
         interval: the kline interval label (``"1m"``), ``None`` for trades.
         interval_ms: the candle length in milliseconds after the ``kline_seconds``
             override, ``0`` for trades.
@@ -67,7 +74,7 @@ class StreamSpec:
 
     name: str
     symbol: str
-    kind: Literal["trade", "kline"]
+    kind: Literal["trade", "kline", "depth"]
     interval: str | None
     interval_ms: int
 
@@ -75,17 +82,23 @@ class StreamSpec:
 def parse_stream(
     name: str,
     kline_seconds: float | Mapping[str, float] | None = None,
+    *,
+    depth: bool = False,
 ) -> StreamSpec:
     """Parse and validate a stream name.
 
     ``kline_seconds`` scales candles down: a number gives every kline interval that
     length in seconds (the ``i`` field keeps the label, e.g. ``"1m"``); a mapping
-    overrides only the intervals it names (``{"1m": 20}``).
+    overrides only the intervals it names (``{"1m": 20}``). ``depth`` accepts the
+    diff-depth streams too.
 
     Raises:
         ValueError: the name is not a supported stream, or the override is not a
             positive duration.
     """
+    deep = _DEPTH_RE.match(name) if depth else None
+    if deep is not None:
+        return StreamSpec(name, deep.group(1).upper(), "depth", None, 0)
     match = _STREAM_RE.match(name)
     if match is None:
         raise ValueError(f"invalid stream name {name!r}")
@@ -254,8 +267,51 @@ class KlineGenerator:
         return None if self._candle is None else int(self._candle["T"]) + 1
 
 
-def make_generator(spec: StreamSpec, seed: int | str = 0) -> TradeGenerator | KlineGenerator:
-    """Return the generator for ``spec``."""
+class DepthGenerator:
+    """Produces ``<symbol>@depth`` diff events: each covers one to three update ids,
+    ``U`` being the previous event's ``u`` + 1. Not thread-safe."""
+
+    def __init__(self, spec: StreamSpec, seed: int | str = 0, futures: bool = False) -> None:
+        self.spec = spec
+        self.futures = futures
+        self._walk = _PriceWalk(spec, seed)
+        self.next_update_id = 1
+
+    def tick(self, now_ms: int) -> dict[str, Any]:
+        """Return the next diff event, stamped ``now_ms``."""
+        price, qty = self._walk.step()
+        first = self.next_update_id
+        last = first + self._walk.rng.randint(0, 2)
+        self.next_update_id = last + 1
+        event: dict[str, Any] = {
+            "e": "depthUpdate",
+            "E": now_ms,
+            "s": self.spec.symbol,
+            "U": first,
+            "u": last,
+            "b": [[_fmt(price * 0.9999), _fmt(qty)]],
+            "a": [[_fmt(price * 1.0001), _fmt(qty / 2)]],
+        }
+        if self.futures:
+            event["T"] = now_ms
+            event["pu"] = first - 1
+        return event
+
+    def roll(self, now_ms: int) -> list[dict[str, Any]]:
+        """No candles: always empty (same interface as klines)."""
+        return []
+
+    def next_boundary_ms(self) -> int | None:
+        return None
+
+
+Generator = TradeGenerator | KlineGenerator | DepthGenerator
+
+
+def make_generator(spec: StreamSpec, seed: int | str = 0, *, futures: bool = False) -> Generator:
+    """Return the generator for ``spec`` (``futures``: depth events in the futures shape)."""
     if spec.kind == "trade":
         return TradeGenerator(spec, seed)
+    if spec.kind == "depth":
+        return DepthGenerator(spec, seed, futures)
     return KlineGenerator(spec, seed)

@@ -15,7 +15,9 @@ and exposes the fault switches the simulator calls. The jobs are in sibling modu
 * ``_session``: serve one accepted connection (rules, messages, close record);
 * ``_requests``: the JSON control channel (``SUBSCRIBE``...);
 * ``_streams``: the market streams, their subscribers and publishing;
-* ``_faults``: the fault switches applied to open connections.
+* ``_faults``: the fault switches applied to open connections;
+* ``_dialects``: the venue each run plays (routes, answers, heartbeats, logins,
+  sequence numbers), Binance by default.
 
 Thread-safety: everything here runs on the simulator's own event loop thread; the
 public :class:`~kstlib.websocket.testing.ExchangeSimulator` calls into it with
@@ -68,6 +70,7 @@ class SimServer:
         self.stopping = asyncio.Event()
         self.silent_new = False
         self.server: Server | None = None
+        self.dialect = shared.dialect
         self.hub = StreamHub(self)
         self.handshake = Handshake(self)
 
@@ -230,3 +233,11 @@ class SimServer:
     def announce_shutdown(self, close_after: float | None, only: int | None) -> int:
         """Binance's ``serverShutdown`` event, then a 1001 close after ``close_after`` s."""
         return _faults.announce_shutdown(self, close_after, only)
+
+    def inject_gap(self, count: int, stream: str | None, only: int | None) -> int:
+        """Swallow the next ``count`` sequenced data messages (one hole per connection)."""
+        return _faults.inject_gap(self, count, stream, only)
+
+    def stall(self, enabled: bool, only: int | None) -> int:
+        """Stop (or resume) the data feeds; everything else goes on."""
+        return _faults.stall(self, enabled, only)

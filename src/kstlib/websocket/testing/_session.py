@@ -1,10 +1,11 @@
 """One accepted connection served, from the upgrade to its close record.
 
-:func:`serve` is the ``websockets`` handler: it applies ``drop_after_accept``, subscribes
-the streams of the path, starts the rule tasks (:func:`_pinger` for ``ping_interval`` /
-``pong_timeout``, :func:`_age_limit` for ``max_connection_age``), then records every data
-message and answers it (:mod:`._requests`). :func:`on_frame` sees every incoming frame
-(client pings and pongs are recorded; ``max_incoming_rate`` is enforced) and
+:func:`serve` is the ``websockets`` handler: it applies ``drop_after_accept``, starts
+what the dialect starts (Binance: the streams of the path) and the rule tasks
+(:func:`_pinger` for ``ping_interval`` / ``pong_timeout``, :func:`_age_limit` for
+``max_connection_age``), then records every data message and lets the dialect answer it
+(Binance: :mod:`._requests`). :func:`on_frame` sees every incoming frame (client pings
+and pongs are recorded; ``max_incoming_rate`` is enforced) and
 :func:`on_connection_lost` writes the close into the connection's record.
 
 Thread-safety: runs on the simulator's loop; records and counters are shared and
@@ -17,14 +18,12 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from kstlib.websocket.testing._connection import Live, SimConnection
-from kstlib.websocket.testing._requests import reply
 from kstlib.websocket.testing._streams import now_ms
 
 if TYPE_CHECKING:
@@ -41,7 +40,6 @@ async def serve(server: SimServer, conn: ServerConnection) -> None:
     """The handler of one accepted connection; returns once it is closed."""
     assert isinstance(conn, SimConnection)
     assert conn.kst_route is not None and conn.kst_live is not None
-    _path, streams, _combined = conn.kst_route
     live = conn.kst_live
     try:
         with server.shared.lock:
@@ -52,8 +50,7 @@ async def serve(server: SimServer, conn: ServerConnection) -> None:
             conn.transport.close()  # FIN without a close frame
             await conn.wait_closed()
             return
-        for name in streams:
-            server.hub.subscribe(live, name)
+        server.dialect.opened(server, live)
         if server.opts.ping_interval is not None:
             live.tasks.append(server.loop.create_task(_pinger(server, live)))
         if server.opts.max_connection_age is not None:
@@ -79,7 +76,7 @@ def _on_message(server: SimServer, live: Live, message: str | bytes) -> None:
         server.shared.cond.notify_all()
     if live.closing:
         return
-    server.write(live, orjson.dumps(reply(server, live, message)))
+    server.dialect.received(server, live, message)
 
 
 def on_frame(server: SimServer, live: Live, frame: Frame) -> None:

@@ -10,11 +10,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
+from kstlib.websocket.testing._dialects import Dialect, make_dialect
 from kstlib.websocket.testing._frames import MalformedKind, malformed_frame
 from kstlib.websocket.testing._market import TradeGenerator
 from kstlib.websocket.testing._state import (
     ConnectionInfo,
     ConnRecord,
+    InjectedGap,
     SharedState,
     SimulatorOptions,
 )
@@ -39,7 +41,8 @@ _SENDABLE_CLOSE_CODES = frozenset(
 
 
 class ExchangeSimulator:
-    """A local Binance-style exchange: a real WebSocket server on its own thread.
+    """A local exchange: a real WebSocket server on its own thread, Binance-style by
+    default, or another venue's dialect (``dialect="okx"``...).
 
     Construction does nothing but store options; :meth:`start` starts a daemon
     thread running an asyncio loop and blocks until the socket listens; :meth:`stop`
@@ -82,6 +85,11 @@ class ExchangeSimulator:
         max_write_buffer: bytes queued for a client that does not read; beyond it the
             connection is closed with 1008 ``"Slow consumer"``.
         history: how many closed connections' records are kept for inspection.
+        dialect: the venue played: ``"binance"`` (default), ``"okx"``, ``"bybit"``,
+            ``"coinbase"``, ``"kraken"``, ``"deribit"``, or a
+            :class:`~kstlib.websocket.testing.Dialect` instance with options of its own
+            (``OkxDialect(silence=0.5)``); one instance per simulator. The rules above
+            (pings, age, rates, limits) and the fault switches apply to every dialect.
 
     Thread-safety: every public method may be called from any thread while the
     simulator runs. Fault switches take effect on the server's loop before they
@@ -108,6 +116,7 @@ class ExchangeSimulator:
         max_message_size: int = 2**20,
         max_write_buffer: int = 64 * 2**20,
         history: int = 1000,
+        dialect: str | Dialect = "binance",
     ) -> None:
         for name, value in (
             ("event_rate", event_rate),
@@ -156,7 +165,7 @@ class ExchangeSimulator:
             max_write_buffer=max_write_buffer,
             history=history,
         )
-        self._shared = SharedState(self.options)
+        self._shared = SharedState(self.options, make_dialect(dialect))
         self._port = port
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -278,6 +287,22 @@ class ExchangeSimulator:
         return self._port
 
     @property
+    def dialect(self) -> Dialect:
+        """The venue played (its own switches and REST stand-ins, e.g.
+        ``sim.dialect.new_listen_key()``)."""
+        return self._shared.dialect
+
+    def endpoint(self, name: str = "public") -> str:
+        """``ws://HOST:PORT`` + the path of the dialect's endpoint ``name`` (``"public"``,
+        ``"private"``...: see each dialect's ``endpoints``)."""
+        try:
+            path = self._shared.dialect.endpoints[name]
+        except KeyError:
+            known = ", ".join(self._shared.dialect.endpoints)
+            raise ValueError(f"no endpoint {name!r} in this dialect: {known}") from None
+        return self.url + path
+
+    @property
     def url(self) -> str:
         """``ws://HOST:PORT`` (IPv6 hosts in brackets)."""
         host = self.options.host
@@ -388,6 +413,26 @@ class ExchangeSimulator:
         connection; with ``close_after``, close those connections with 1001 that many
         seconds later (new connections are not affected). Returns the count."""
         return self._call(lambda s: s.announce_shutdown(close_after, self._index(only)))
+
+    def inject_gap(
+        self, count: int = 1, *, stream: str | None = None, only: int | None = None
+    ) -> int:
+        """Make a hole in the sequence numbers of the open connections (or ``only``):
+        each swallows its next ``count`` sequenced data messages (of feed ``stream``
+        only, if given: a Binance stream name, an OKX ``channel:instId``, a Bybit topic,
+        a Deribit channel...), as a server-side drop would. Each call makes one hole per
+        connection, recorded in :meth:`injected_gaps` (two, when a message of the same
+        sequence goes out in between: a Coinbase heartbeat inside a ``stream``-filtered
+        hole). Returns the count of connections armed."""
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        return self._call(lambda s: s.inject_gap(count, stream, self._index(only)))
+
+    def stall(self, enabled: bool = True, *, only: int | None = None) -> int:
+        """A silent feed: the data of the open connections (or ``only``) stops (or
+        resumes), while pongs, the venue's heartbeats and replies still go out. Returns
+        the count of connections affected."""
+        return self._call(lambda s: s.stall(enabled, self._index(only)))
 
     def refuse_handshake(
         self,
@@ -535,6 +580,11 @@ class ExchangeSimulator:
         (``str`` for text, ``bytes`` for binary; the most recent 10,000)."""
         with self._shared.lock:
             return list(self._record(conn_index).received)
+
+    def injected_gaps(self, conn_index: int = -1) -> list[InjectedGap]:
+        """The holes :meth:`inject_gap` made on connection ``conn_index``, in order."""
+        with self._shared.lock:
+            return list(self._record(conn_index).injected_gaps)
 
     def subscriptions_of(self, conn_index: int = -1) -> list[str]:
         """Current streams of connection ``conn_index``, in subscription order."""

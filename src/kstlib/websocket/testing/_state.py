@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kstlib.websocket.testing._market import KlineGenerator, TradeGenerator
+from kstlib.websocket.testing._market import Generator
 
-__all__ = ["ConnRecord", "ConnectionInfo", "SharedState", "SimulatorOptions"]
+if TYPE_CHECKING:
+    from kstlib.websocket.testing._dialects.base import Dialect
+
+__all__ = ["ConnRecord", "ConnectionInfo", "InjectedGap", "SharedState", "SimulatorOptions"]
 
 #: How many recent messages / ping payloads a connection record keeps.
 RECORD_LIMIT = 10_000
@@ -45,6 +48,19 @@ class SimulatorOptions:
     max_message_size: int = 2**20
     max_write_buffer: int = 64 * 2**20
     history: int = 1000
+
+
+@dataclass(frozen=True)
+class InjectedGap:
+    """A hole the gap fault (``ExchangeSimulator.inject_gap``) made on a connection, in
+    the terms of the client's ``Gap`` marker: on ``stream`` the client expects the
+    number ``expected`` next, and the first message it gets after the hole follows
+    ``received - 1``. ``stream`` is the dialect's name for the sequence (a Binance
+    stream name, an OKX ``instId``, a Bybit topic, a Deribit channel...)."""
+
+    stream: Hashable
+    expected: int
+    received: int
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,8 @@ class ConnRecord:
     close_reason: str | None = None
     close_sent_code: int | None = None
     cause: str | None = None
+    #: Holes the gap fault made on this connection, in order.
+    injected_gaps: list[InjectedGap] = field(default_factory=list)
 
     def snapshot(self) -> ConnectionInfo:
         """Return an immutable copy (call with the lock held)."""
@@ -149,10 +167,12 @@ class _Faults:
 
 
 class SharedState:
-    """Counters, records, fault switches and generators that outlive one server run."""
+    """Counters, records, fault switches, generators and the dialect, which outlive one
+    server run."""
 
-    def __init__(self, options: SimulatorOptions) -> None:
+    def __init__(self, options: SimulatorOptions, dialect: Dialect) -> None:
         self.options = options
+        self.dialect = dialect
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.records: dict[int, ConnRecord] = {}
@@ -164,7 +184,7 @@ class SharedState:
         self.faults = _Faults()
         self.attempt_times: deque[float] = deque()
         # Generators persist across stop()/start(), so ids keep increasing.
-        self.generators: dict[str, TradeGenerator | KlineGenerator] = {}
+        self.generators: dict[str, Generator] = {}
 
     def notify(self) -> None:
         """Wake every ``wait_until`` caller (takes the lock)."""

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kstlib.websocket.testing._connection import Live
+from kstlib.websocket.testing._dialects.base import take_drop
 from kstlib.websocket.testing._market import (
-    KlineGenerator,
+    Generator,
     StreamSpec,
-    TradeGenerator,
     make_generator,
     parse_stream,
 )
@@ -31,7 +31,7 @@ from kstlib.websocket.testing._market import (
 if TYPE_CHECKING:
     from kstlib.websocket.testing._server import SimServer
 
-__all__ = ["Stream", "StreamHub", "now_ms"]
+__all__ = ["Stream", "StreamHub", "now_ms", "numbers"]
 
 #: Most events produced in one wake-up of a stream task; beyond, the schedule skips ahead.
 _MAX_BATCH = 10_000
@@ -42,10 +42,23 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def numbers(stream: str, event: dict[str, Any]) -> tuple[str, int, int] | None:
+    """``(stream, prev, last)`` of a market event: trade ``t``, kline ``u``, depth
+    ``U``..``u`` (what a client's ``sequence`` option would read)."""
+    kind = event.get("e")
+    if kind == "trade":
+        return stream, event["t"] - 1, event["t"]
+    if kind == "kline":
+        return stream, event["u"] - 1, event["u"]
+    if kind == "depthUpdate":
+        return stream, event["U"] - 1, event["u"]
+    return None
+
+
 class Stream:
     """One generator, its subscribers and the task that drives it."""
 
-    def __init__(self, spec: StreamSpec, gen: TradeGenerator | KlineGenerator) -> None:
+    def __init__(self, spec: StreamSpec, gen: Generator) -> None:
         self.spec = spec
         self.gen = gen
         self.subscribers: dict[int, Live] = {}
@@ -60,10 +73,12 @@ class StreamHub:
         self.shared = server.shared
         self.opts = server.opts
         self.streams: dict[str, Stream] = {}
+        self.depth = server.dialect.market_depth
+        self.futures = server.dialect.futures
 
     def spec(self, name: str) -> StreamSpec:
         """Parse a stream name (``ValueError`` with the reason for a bad one)."""
-        return parse_stream(name, self.opts.kline_seconds)
+        return parse_stream(name, self.opts.kline_seconds, depth=self.depth)
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """The tasks of the streams that have one (for shutdown)."""
@@ -85,7 +100,8 @@ class StreamHub:
         with self.shared.lock:
             gen = self.shared.generators.get(name)
             if gen is None:
-                gen = self.shared.generators[name] = make_generator(spec, self.opts.seed)
+                gen = make_generator(spec, self.opts.seed, futures=self.futures)
+                self.shared.generators[name] = gen
         stream = Stream(spec, gen)
         rate = self.opts.event_rate
         if spec.kind == "kline" and self.opts.kline_rate is not None:
@@ -134,18 +150,24 @@ class StreamHub:
             await asyncio.sleep(max(delay, 0.001))
 
     def _publish(self, stream: Stream, events: list[dict[str, Any]]) -> None:
-        """Write ``events`` to every subscriber, serialized once (wrapped once)."""
+        """Write ``events`` to every subscriber, serialized once (wrapped once); a stalled
+        subscriber gets nothing and the gap fault swallows its share (see ``_faults``)."""
         raw = [orjson.dumps(e) for e in events]
         wrapped: list[bytes] | None = None
         prefix = b'{"stream":' + orjson.dumps(stream.spec.name) + b',"data":'
+        name = stream.spec.name
         for live in list(stream.subscribers.values()):
+            if live.stalled:
+                continue
             if live.combined:
                 if wrapped is None:
                     wrapped = [prefix + r + b"}" for r in raw]
                 payloads = wrapped
             else:
                 payloads = raw
-            for payload in payloads:
+            for event, payload in zip(events, payloads, strict=True):
+                if live.drop_count and take_drop(self.server, live, name, numbers(name, event)):
+                    continue
                 if not self.server.write(live, payload):
                     break
         with self.shared.lock:
