@@ -435,11 +435,6 @@ def test_a_heartbeat_answer_that_never_comes_is_a_ping_timeout(
         assert ws.stats.disconnects_by_reason[DisconnectReason.PING_TIMEOUT] >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a Heartbeat.send callable that raises escapes the read loop "
-    "(control.send_heartbeat is not guarded) and kills the engine",
-)
 def test_a_heartbeat_factory_that_raises_is_counted_and_never_kills_the_engine(
     exchange_simulator_factory: Factory,
 ) -> None:
@@ -486,11 +481,6 @@ def test_a_subscriptions_factory_returning_garbage_fails_that_attempt_only(
     assert sim.total_connections == 1  # the bad attempt never reached the server
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a sequence callable that raises is counted only in "
-    "SequenceTracker.unreadable, which no stats field shows",
-)
 def test_a_sequence_extractor_that_raises_is_counted_and_the_stream_goes_on(
     exchange_simulator_factory: Factory,
 ) -> None:
@@ -527,12 +517,6 @@ def test_a_request_whose_reply_never_comes_times_out_and_the_stream_goes_on(
         assert len(list(notes)) == 10 and ws.is_connected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: sequence numbers are checked after the heartbeat option took its "
-    "messages out (delivery._prepare), so a counter that spans every message (Coinbase "
-    "sequence_num) shows a false gap after each message taken out",
-)
 def test_a_connection_wide_counter_has_no_false_gaps_when_heartbeats_are_taken_out(
     exchange_simulator_factory: Factory,
 ) -> None:

@@ -359,12 +359,6 @@ def test_kraken_executions_mark_each_injected_gap_once_in_place(
     assert not any(isinstance(i, dict) and i.get("channel") == "heartbeat" for i in items)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: receive_timeout counts the messages the heartbeat option takes out of "
-    "the stream (read_loop._deliver refreshes the data deadline before interception), so "
-    "Kraken's heartbeats hide a silent book",
-)
 def test_kraken_book_silent_behind_heartbeats_is_replaced(
     exchange_simulator_factory: Factory,
 ) -> None:

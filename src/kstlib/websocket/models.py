@@ -224,7 +224,10 @@ class Heartbeat:
       once), or None for other messages.
 
     Heartbeat messages, their replies and the server's pings never reach ``stream()``;
-    each message sent takes a slot of ``max_send_rate``.
+    each message sent takes a slot of ``max_send_rate``. With ``send=None`` and an
+    ``is_reply``, it is a watchdog on the server's own heartbeats (Kraken's, say): one
+    must come every ``every`` + ``timeout`` seconds. A ``send`` callable that raises is
+    counted in ``callback_errors`` and that beat is skipped.
     """
 
     send: Message | Callable[[], Message] | None = None

@@ -74,10 +74,18 @@ def send_heartbeat(rt: Runtime, link: Link, now: float) -> None:
     answer deadline. Raises ``OSError`` / ``WebSocketError`` when writing fails."""
     beat = rt.settings.heartbeat
     assert beat is not None
-    msg = beat.send() if callable(beat.send) else beat.send
-    if msg is not None:
-        send_message(rt, link, msg)
-    link.keepalive.beat_sent(now, beat.is_reply is not None)
+    sent = False
+    try:
+        msg = beat.send() if callable(beat.send) else beat.send
+        if msg is not None:
+            send_message(rt, link, msg)
+            sent = True
+    except (OSError, WebSocketError):
+        raise
+    except Exception as exc:  # the callable raised, or gave no message: counted
+        rt.callbacks.failed("heartbeat.send", exc)
+    # a watchdog (send=None) waits for the server's own heartbeats just the same
+    link.keepalive.beat_sent(now, beat.is_reply is not None and (sent or beat.send is None))
 
 
 def send_message(rt: Runtime, link: Link, msg: Any) -> None:

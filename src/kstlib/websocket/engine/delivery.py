@@ -4,12 +4,13 @@ One batch per socket read travels this way (never one message at a time):
 
 1. a ``decode`` callable, if set, maps each message (a failure keeps the raw message and
    is counted in ``decode_errors``);
-2. the engine's own messages leave the batch (:mod:`.intercept`: request replies,
+2. with ``sequence``, a ``Gap`` marker goes before each message that follows a hole
+   (:mod:`.sequences`; before step 3, since a venue's counter spans every message), and
+   ``on_gap`` is called;
+3. the engine's own messages leave the batch (:mod:`.intercept`: request replies,
    heartbeat answers, the server's application pings);
-3. just after a handover, messages the old connection already delivered are dropped
+4. just after a handover, messages the old connection already delivered are dropped
    (keys remembered for :data:`DEDUPE_WINDOW` seconds, counted in ``duplicates_dropped``);
-4. with ``sequence``, a ``Gap`` marker goes before each message that follows a hole
-   (:mod:`.sequences`), and ``on_gap`` is called;
 5. ``should_handover(msg)`` is asked for each message when handover is on;
 6. with ``timestamps``, each message is wrapped in ``Stamped(message, received_ns)``;
 7. ``on_batch(batch)``, if set, returns what goes on (gap markers pass through it too);
@@ -91,6 +92,9 @@ class Delivery:
         #: Set when ``should_handover`` answered True; the read loop takes it.
         self.handover_wanted = False
         self.intercept = Interceptor(callbacks.call)
+        #: Set when a batch held a message of the feed (not only the engine's own
+        #: heartbeats and replies); the read loop takes it for ``receive_timeout``.
+        self.data_seen = False
         self._sequences: SequenceTracker | None = None
         self._dedupe: RecentKeys | None = None
         self._dedupe_until = 0.0
@@ -144,12 +148,14 @@ class Delivery:
         fn = s.decode if callable(s.decode) else None
         if fn is not None:
             msgs = [self._decode_one(fn, m) for m in msgs]
+        if s.sequence is not None:  # before interception: counters span every message
+            msgs = self._check_sequences(s, msgs)
         if self.intercept.active:
             msgs = self.intercept.take(msgs)
+        if msgs:
+            self.data_seen = True  # a message of the feed itself, not the engine's own
         if self._dedupe is not None:
             msgs = self._drop_overlap(s, msgs)
-        if s.sequence is not None:
-            msgs = self._check_sequences(s, msgs)
         wants = s.should_handover
         if wants is not None and handover_enabled(s):
             for m in msgs:
@@ -169,7 +175,9 @@ class Delivery:
         tracker = self._sequences
         if tracker is None:
             assert s.sequence is not None
-            tracker = self._sequences = SequenceTracker(s.sequence, self._clock.time)
+            tracker = self._sequences = SequenceTracker(
+                s.sequence, self._clock.time, lambda: self._counters.add("callback_errors")
+            )
         marked, gaps = tracker.check(msgs)
         for gap in gaps:
             self._counters.add("sequence_gaps")

@@ -107,9 +107,11 @@ class _Serving:
     def _deliver(self, msgs: list[Any], nbytes: int) -> None:
         delivery = self.rt.delivery
         keepalive = self.link.keepalive
-        if keepalive.receive_timeout:
-            keepalive.data_received(self.rt.clock.monotonic())
         blocked = delivery.deliver(msgs, nbytes=nbytes)
+        if delivery.data_seen:  # heartbeats and replies do not prove the feed alive
+            delivery.data_seen = False
+            if keepalive.receive_timeout:
+                keepalive.data_received(self.rt.clock.monotonic() - blocked)
         if blocked:
             keepalive.credit(blocked)
         if delivery.intercept.beat_answered:

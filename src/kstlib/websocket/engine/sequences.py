@@ -23,13 +23,18 @@ __all__ = ["SequenceTracker"]
 class SequenceTracker:
     """The last sequence number of each stream on the current connection."""
 
-    def __init__(self, extract: Callable[[Any], Any], now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        extract: Callable[[Any], Any],
+        now: Callable[[], float],
+        unreadable: Callable[[], None] = lambda: None,
+    ) -> None:
         self._extract = extract
         self._now = now
         self._last: dict[Hashable, int] = {}
-        #: Messages whose numbers could not be read (the callable raised or returned
-        #: something else); they are delivered, never checked.
-        self.unreadable = 0
+        #: Called for a message whose numbers could not be read (the callable raised or
+        #: returned something else); the message is delivered, never checked.
+        self._unreadable = unreadable
 
     def reset(self) -> None:
         """A new connection: its numbers are not compared with the old one's."""
@@ -67,7 +72,7 @@ class SequenceTracker:
         try:
             got = self._extract(msg)
         except Exception:
-            self.unreadable += 1
+            self._unreadable()
             return None
         if got is None:
             return None
@@ -78,5 +83,5 @@ class SequenceTracker:
             stream, prev, last = got
             return stream, int(prev), int(last)
         except (TypeError, ValueError):
-            self.unreadable += 1
+            self._unreadable()
             return None
