@@ -22,8 +22,9 @@ The consumer checks the id sequence:
 
 * an id received a second time is a **duplicate** (must be 0); an id received after a
   higher one is **out of order** (must be 0; it is then no longer counted as lost);
-* ids skipped between two messages are **lost**; when a ``Disconnected`` marker came
-  between the two messages they are counted as **lost in gaps** (reactive faults may lose
+* ids skipped between two messages are **lost**; when a ``Disconnected`` marker (or a
+  ``Gap`` marker: the trade ids are the ``sequence``) came between the two messages they
+  are counted as **lost in gaps** (reactive faults may lose
   data: the marker tells order-book code to resync), otherwise as **lost outside gaps**
   (must be 0: rotations are handovers and the queue blocks instead of dropping).
 
@@ -57,7 +58,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kstlib.websocket import WebSocketManager
-from kstlib.websocket.models import Connected, Disconnected
+from kstlib.websocket.models import Connected, Disconnected, Gap
 from kstlib.websocket.testing import ExchangeSimulator
 
 STREAM = "btcusdt@trade"
@@ -83,6 +84,12 @@ def trade_id(msg: Any) -> Any:
     return msg.get("t") if isinstance(msg, dict) else None
 
 
+def trade_sequence(msg: Any) -> tuple[str, int] | None:
+    """``sequence``: the trade id as a counter of the one stream."""
+    tid = trade_id(msg)
+    return (STREAM, tid) if isinstance(tid, int) else None
+
+
 _UNSEEN, _RECEIVED, _MISSING_IN_GAP, _MISSING_OUTSIDE = 0, 1, 2, 3
 
 
@@ -101,6 +108,7 @@ class IdAudit:
         self.out_of_order = 0
         self.disconnected_markers = 0
         self.connected_markers = 0
+        self.sequence_gap_markers = 0
         self.other_messages = 0
         #: the first few skips outside gaps: [last id seen, next id seen]
         self.skip_runs: list[list[int]] = []
@@ -110,9 +118,12 @@ class IdAudit:
         self._state = bytearray()
         self._in_gap = False
 
-    def on_marker(self, marker: Connected | Disconnected) -> None:
+    def on_marker(self, marker: Connected | Disconnected | Gap) -> None:
         if isinstance(marker, Disconnected):
             self.disconnected_markers += 1
+            self._in_gap = True
+        elif isinstance(marker, Gap):  # a hole on a live connection, marked in place
+            self.sequence_gap_markers += 1
             self._in_gap = True
         else:
             self.connected_markers += 1
@@ -183,6 +194,7 @@ class IdAudit:
             "lost_outside_gaps": self.lost_outside_gaps,
             "disconnected_markers": self.disconnected_markers,
             "connected_markers": self.connected_markers,
+            "sequence_gap_markers": self.sequence_gap_markers,
             "other_messages": self.other_messages,
             "skip_runs_outside_gaps": self.skip_runs,
             "duplicate_samples": self.duplicate_samples,
@@ -263,6 +275,9 @@ def run_soak(opts: SoakOptions, log: Callable[[str], None] = print) -> dict[str,
             max_connection_age=opts.rotate_every,
             handover=True,
             dedupe_key=trade_id,
+            # the trade ids are consecutive: a hole on a live connection (a stall the
+            # server dropped events through) is marked in place with a Gap
+            sequence=trade_sequence,
             reconnect_strategy="fixed_delay",
             reconnect_delay=0.1,
             max_reconnect_attempts=None,
@@ -276,7 +291,7 @@ def run_soak(opts: SoakOptions, log: Callable[[str], None] = print) -> dict[str,
         def consume() -> None:
             try:
                 for item in ws.stream(events=True):
-                    if isinstance(item, (Connected, Disconnected)):
+                    if isinstance(item, (Connected, Disconnected, Gap)):
                         audit.on_marker(item)
                     else:
                         audit.on_message(item)
