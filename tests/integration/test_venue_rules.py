@@ -281,3 +281,38 @@ def test_timestamps_stamp_each_message_with_its_read() -> None:
     stamps = [m.received_ns for m in got]
     assert stamps == sorted(stamps) and stamps[0] >= before
     assert [m.message["seq"] for m in got] == [1, 2, 3, 5, 6, 9, 8, 10]
+
+
+def test_expect_takes_the_reply_to_a_subscription_out_of_the_stream() -> None:
+    with ScriptedServer(replying) as srv, no_leaks():
+        with WebSocketManager(srv.url, **NO_PING) as ws:
+            pending = ws.expect(lambda m: m.get("id") == 5)
+            ws.subscribe({"method": "SUB", "id": 5})
+            assert pending.wait(10) == {"id": 5, "result": "SUB"}
+            assert next(iter(ws.stream())) == {"tick": 1}  # the reply is not in it
+            unused = ws.expect(lambda m: m.get("id") == 6)
+            ws.forget(unused)
+            ws.send({"method": "X", "id": 6})
+            stream = ws.stream()
+            assert [next(stream), next(stream)] == [{"tick": 1}, {"id": 6, "result": "X"}]
+
+
+def test_an_expect_across_reconnects_is_answered_by_the_resent_subscription() -> None:
+    connections = {"n": 0}
+
+    async def answers_the_second_connection(ws: ServerConnection) -> None:
+        connections["n"] += 1
+        async for raw in ws:
+            msg = json.loads(raw)
+            if connections["n"] >= 2:
+                await ws.send(json.dumps({"id": msg["id"], "result": None}))
+
+    with ScriptedServer(answers_the_second_connection) as srv, no_leaks():
+        with WebSocketManager(srv.url, **NO_PING) as ws:
+            lasting = ws.expect(lambda m: m.get("id") == 1, across_reconnects=True)
+            brittle = ws.expect(lambda m: m.get("id") == 2)
+            ws.subscribe({"method": "SUBSCRIBE", "id": 1})
+            ws.kill()  # no reply came on the first connection
+            with pytest.raises(WebSocketRequestError):
+                brittle.wait(10)
+            assert lasting.wait(10) == {"id": 1, "result": None}  # from the resend

@@ -143,6 +143,21 @@ class BaseManager:
             unsubscribe_message = {**message, "method": "UNSUBSCRIBE"}
         self._engine.remove_subscription(message, unsubscribe_message)
 
+    # ------------------------------------------------------------------ replies
+
+    def expect(self, match: Callable[[Any], bool], *, across_reconnects: bool = False) -> Any:
+        """Wait for a reply to a message sent another way (``send``, ``subscribe``):
+        register before sending; the first message ``match`` accepts never reaches
+        ``stream()`` and is returned by ``.wait(timeout)`` on the returned object
+        (``WebSocketTimeoutError("request")`` past it, ``WebSocketRequestError`` when the
+        connection ends first, unless ``across_reconnects``: a subscription resent on the
+        next connection is answered there). Drop an unused wait with :meth:`forget`."""
+        return self._engine.expect(match, across_reconnects=across_reconnects)
+
+    def forget(self, pending: Any) -> None:
+        """Drop a wait made with :meth:`expect` (a reply that comes later is streamed)."""
+        self._engine.forget(pending)
+
     # ------------------------------------------------------------------ polling
 
     def drain(self, max_items: int | None = None, *, events: bool = False) -> list[Any]:

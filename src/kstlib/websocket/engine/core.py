@@ -36,6 +36,7 @@ from .state import StateMachine
 from .stats import Counters
 from .subscriptions import Message, Subscriptions
 from .supervisor import Supervisor
+from .waiters import Pending
 
 __all__ = ["Engine"]
 
@@ -309,6 +310,16 @@ class Engine:
             return pending.wait(timeout)
         finally:
             intercept.forget(pending)
+
+    def expect(self, match: Callable[[Any], bool], *, across_reconnects: bool = False) -> Pending:
+        """Wait for a reply to a message the caller (or the engine: a subscription)
+        sends: the first message ``match`` accepts is taken out of the stream and handed
+        to ``pending.wait(timeout)``; ``forget(pending)`` drops the wait. Register it
+        before sending, so the reply cannot come first."""
+        return self._rt.delivery.intercept.expect(match, across_reconnects=across_reconnects)
+
+    def forget(self, pending: Pending) -> None:
+        self._rt.delivery.intercept.forget(pending)
 
     def _by_id(self, message: Any) -> tuple[Any, Callable[[Any], bool]]:
         if not isinstance(message, dict):

@@ -40,9 +40,12 @@ class Interceptor:
     def active(self) -> bool:
         return bool(self._pending) or self.heartbeat is not None
 
-    def expect(self, match: Callable[[Any], bool]) -> Pending:
-        """Register a ``request()``: the first message ``match`` accepts is its reply."""
+    def expect(self, match: Callable[[Any], bool], *, across_reconnects: bool = False) -> Pending:
+        """Register a wait for a reply: the first message ``match`` accepts is it.
+        ``across_reconnects``: the wait survives the end of its connection (the message
+        is resent on the next one, as the subscriptions are)."""
         pending = Pending("request", match)
+        pending.across_reconnects = across_reconnects
         with self._lock:
             self._pending.append(pending)
         return pending
@@ -53,10 +56,12 @@ class Interceptor:
                 self._pending.remove(pending)
 
     def connection_lost(self) -> None:
-        """The connection ended: replies owed on it will never come."""
+        """The connection ended: replies owed on it will never come (except to waits
+        made ``across_reconnects``)."""
         with self._lock:
-            pending, self._pending = self._pending, []
-        for p in pending:
+            lost = [p for p in self._pending if not p.across_reconnects]
+            self._pending = [p for p in self._pending if p.across_reconnects]
+        for p in lost:
             p.fail(WebSocketRequestError("the connection ended before the reply"))
 
     def take(self, msgs: list[Any]) -> list[Any]:

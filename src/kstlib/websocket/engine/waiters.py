@@ -21,6 +21,8 @@ class Pending:
     def __init__(self, operation: str, match: Callable[[Any], bool] | None = None) -> None:
         self.operation = operation
         self.match = match or (lambda _msg: False)
+        #: A request wait that survives the end of its connection (see ``expect``).
+        self.across_reconnects = False
         self._done = threading.Event()
         self._value: Any = None
         self._error: BaseException | None = None
