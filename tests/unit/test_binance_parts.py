@@ -1,5 +1,6 @@
-"""The Binance preset's parts without a network: request matching (and its rules around
-a manager's ``request()``), and the pool's merge (the ``on_batch`` / ``on_error`` hooks
+"""The Binance preset's parts without a network: request waits (registered with the
+engine's ``expect()``; its rules around a manager's ``request()``), the unawaited
+replies, and the pool's merge (the ``on_batch`` / ``on_error`` hooks
 it installs on each manager), its back-pressure and the merged stream's iteration. The
 managers here are created, never connected."""
 
@@ -21,6 +22,7 @@ from kstlib.websocket import (
 from kstlib.websocket.binance import BinanceRequestError, BinanceStreams, ConnectionEvent
 from kstlib.websocket.binance.pool import Connection, ConnectionPacer, Pool, preset_options
 from kstlib.websocket.binance.requests import Requests
+from kstlib.websocket.engine.intercept import Interceptor
 from kstlib.websocket.models import Connected, Disconnected, DisconnectReason
 
 URL = "ws://127.0.0.1:9/ws"
@@ -32,6 +34,25 @@ class Holds:
 
     def requests(self) -> Requests:
         return Requests(lambda: self.calls.append("hold"), lambda: self.calls.append("release"))
+
+
+def _call(_name: str, fn: Any, *args: Any) -> Any:
+    return fn(*args)
+
+
+class FakeConn:
+    """A connection whose ``manager`` is an engine's interceptor (its ``expect`` and
+    ``forget``, what ``WebSocketManager.expect`` / ``forget`` reach)."""
+
+    def __init__(self) -> None:
+        self.manager = Interceptor(_call)
+
+
+def taken(req: Requests, conn: FakeConn, msg: Any) -> bool:
+    """What an engine thread does with ``msg``: its interceptor takes an awaited reply
+    out, the preset's ``on_batch`` then drops an unawaited one of ours. True if either
+    took it (it never reaches the stream)."""
+    return not conn.manager.take([msg]) or req.take_reply(msg, 0)
 
 
 def make_pool(**options: Any) -> Pool:
@@ -54,9 +75,19 @@ def pool() -> Iterator[Pool]:
 
 
 def hook(conn: Connection) -> Any:
+    """The manager's ``on_batch`` as its engine thread calls it: the engine first takes
+    the awaited replies out, and on a ``Disconnected`` first fails the waits the
+    connection owed (except those made ``across_reconnects``)."""
     on_batch = conn.manager.settings.on_batch
     assert on_batch is not None
-    return on_batch
+    intercept = conn.manager._engine._rt.delivery.intercept
+
+    def engine_thread(batch: list[Any]) -> Any:
+        if len(batch) == 1 and isinstance(batch[0], Disconnected):
+            intercept.connection_lost()
+        return on_batch(intercept.take(batch) if intercept.active else batch)
+
+    return engine_thread
 
 
 def trade(stream: str, t: int) -> dict[str, Any]:
@@ -69,27 +100,27 @@ def trade(stream: str, t: int) -> dict[str, Any]:
 def test_requests_match_replies_by_id() -> None:
     holds = Holds()
     req = holds.requests()
-    conn = object()
+    conn = FakeConn()
     a, b = req.new_id(), req.new_id()
     assert (a, b) == (1, 2)
     req.expect(a, "LIST_SUBSCRIPTIONS", conn)
     req.expect(b, "SUBSCRIBE", conn)
     assert holds.calls == ["hold"]  # once, for the first request waiting
-    assert not req.take_reply({"stream": "x@trade", "data": {}, "id": 1}, 0)  # an event
-    assert not req.take_reply({"result": None, "id": 99}, 0)  # not one of our ids
-    assert req.take_reply({"result": ["x@trade"], "id": b}, 0)
-    assert req.take_reply({"result": None, "id": a}, 0)
+    assert not taken(req, conn, {"stream": "x@trade", "data": {}, "id": 1})  # an event
+    assert not taken(req, conn, {"result": None, "id": 99})  # not one of our ids
+    assert taken(req, conn, {"result": ["x@trade"], "id": b})
+    assert taken(req, conn, {"result": None, "id": a})
     assert req.wait([a, b], 1.0) == [{"result": None, "id": a}, {"result": ["x@trade"], "id": b}]
     assert holds.calls == ["hold", "release"]
-    assert req.take_reply({"result": None, "id": a}, 0)  # late: still ours, dropped
+    assert taken(req, conn, {"result": None, "id": a})  # late: still ours, dropped
 
 
 def test_requests_error_reply_timeout_and_lost_connection() -> None:
     req = Holds().requests()
-    conn, other = object(), object()
+    conn, other = FakeConn(), FakeConn()
     rid = req.new_id()
     req.expect(rid, "SUBSCRIBE", conn)
-    req.take_reply({"error": {"code": 2, "msg": "Invalid request"}, "id": rid}, 0)
+    taken(req, conn, {"error": {"code": 2, "msg": "Invalid request"}, "id": rid})
     with pytest.raises(BinanceRequestError) as info:
         req.wait([rid], 1.0)
     assert (info.value.code, info.value.msg, info.value.request_id) == (2, "Invalid request", rid)
@@ -103,7 +134,7 @@ def test_requests_error_reply_timeout_and_lost_connection() -> None:
     req.expect(unsub, "UNSUBSCRIBE", conn)
     req.expect(sub, "SUBSCRIBE", conn)
     req.expect(elsewhere, "LIST_SUBSCRIPTIONS", other)
-    req.connection_lost(conn)
+    conn.manager.connection_lost()  # the engine: the connection ended
     assert req.wait([unsub], 0.01) == []  # done: its entry is no longer resent
     with pytest.raises(WebSocketTimeoutError):  # the next connection answers it
         req.wait([sub], 0.01)

@@ -20,7 +20,8 @@ Modules, one job each (this package only re-exports their public names):
 ``hooks``     the engine hooks the preset installs: :func:`dedupe_key`
               (``dedupe_key``), :func:`is_server_shutdown` (``should_handover``)
 ``requests``  request ids, waiting for replies (the managers' ``request()``, and
-              a table for the subscription messages), :class:`BinanceRequestError`
+              their ``expect()`` for the subscription messages),
+              :class:`BinanceRequestError`
 ``pool``      the connections, their merge into one stream (no reader thread: an
               ``on_batch`` hook per engine), back-pressure, failure;
               :class:`ConnectionEvent`, :class:`ConnectionPacer`

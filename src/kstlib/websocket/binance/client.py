@@ -4,8 +4,8 @@ The facade a user holds. It decides which connection carries which stream, sends
 requests that change that (paced, with ids, waiting for the replies) and hands out the
 merged stream. The work itself is done by its parts: :mod:`.pool` (the connections and
 their merge, back-pressure, failure), :mod:`.requests` (ids, waiting for replies: the
-managers' ``request()`` for ``LIST_SUBSCRIPTIONS``, its own table for the messages of
-the subscription lists; unawaited replies), :mod:`.names` (stream names, limits) and
+managers' ``request()`` for ``LIST_SUBSCRIPTIONS``, their ``expect()`` for the messages
+of the subscription lists; unawaited replies), :mod:`.names` (stream names, limits) and
 :mod:`.hooks` (the engine hooks).
 """
 

@@ -7,15 +7,14 @@ reader thread: every manager gets an ``on_batch`` hook that runs on its engine t
 with each batch the engine read (one per socket read) and with each gap marker (a batch
 of one), and that
 
-1. takes the replies to the client's ids out (:meth:`Requests.take_reply`: a reply to
-   a subscription-list request completes it, an unawaited one is dropped; none is ever
-   queued). The replies of a manager's ``request()`` (``LIST_SUBSCRIPTIONS``) never get
-   here: the engine takes them out before ``on_batch``, unless they come too late;
+1. drops the replies to the client's ids that reach it (:meth:`Requests.take_reply`:
+   nobody awaits them, their errors are logged; none is ever queued). Awaited replies
+   never get here: the engine takes them out before ``on_batch`` (a manager's
+   ``request()``, and the waits registered with ``expect()``);
 2. turns a gap marker into a :class:`ConnectionEvent` (connection index, its streams,
    the engine's ``Connected`` / ``Disconnected``); the first ``Connected`` of a
-   connection is no gap and gives none; a ``Disconnected`` resolves the requests the
-   connection owed (:meth:`Requests.connection_lost`; the engine fails its own
-   ``request()`` calls itself);
+   connection is no gap and gives none (the engine itself resolves the waits a lost
+   connection owed);
 3. with ``unwrap=True`` makes ``(stream, event)`` tuples of the payloads;
 4. puts the whole resulting batch into the shared inbox in one ``put_batch`` and
    returns ``[]``, so the manager's own inbox stays empty.
@@ -442,7 +441,7 @@ class Pool:
         return []
 
     def _translate(self, conn: Connection, batch: list[Any]) -> list[Any]:
-        """Replies out, gap markers to :class:`ConnectionEvent`, unwrapping."""
+        """Unawaited replies out, gap markers to :class:`ConnectionEvent`, unwrapping."""
         if len(batch) == 1 and type(batch[0]) in GAP_MARKERS:
             event = self._marker(conn, batch[0])
             return [] if event is None else [event]
@@ -457,8 +456,6 @@ class Pool:
             conn.sends.record(event.resubscribed)  # the (re)subscriptions just sent
             if not event.reconnect:  # the first connection: no gap before it
                 return None
-        else:
-            self.requests.connection_lost(conn)
         with self._lock:
             streams = tuple(conn.streams)
         return ConnectionEvent(conn.index, streams, event)

@@ -4,30 +4,31 @@ A request (``SUBSCRIBE``, ``UNSUBSCRIBE``, ``LIST_SUBSCRIPTIONS``, ``SET_PROPERT
 carries a new integer id (1, 2, 3 ... per client). Its reply is ``{"result": ..., "id":
 N}`` or ``{"error": {...}, "id": N}``; an error reply raises
 :class:`BinanceRequestError`, no reply in time
-:class:`~kstlib.websocket.WebSocketTimeoutError` (``operation="request"``). Two ways:
+:class:`~kstlib.websocket.WebSocketTimeoutError` (``operation="request"``). The engine
+takes every awaited reply out of the batch before ``on_batch``; two ways to await one:
 
 * a plain request (``LIST_SUBSCRIPTIONS``) is the engine's own
-  ``WebSocketManager.request()`` (:meth:`Requests.ask`): the engine takes the reply out
-  of the batch before ``on_batch`` and fails the request when its connection ends;
+  ``WebSocketManager.request()`` (:meth:`Requests.ask`), failed by the engine when its
+  connection ends;
 * a message of a manager's subscription list (``SET_PROPERTY``, ``SUBSCRIBE``,
   ``UNSUBSCRIBE``) is sent by the engine itself, on connect and on every connection of
-  a make-before-break overlap, and a ``SUBSCRIBE``'s reply may come from the next
-  connection's resend: the engine's ``request()`` cannot wait for those. The caller
-  registers them here (:meth:`Requests.expect`) and collects the replies
-  (:meth:`Requests.wait`); the pool's ``on_batch`` hands every reply to
-  :meth:`Requests.take_reply`, and the end of a connection to
-  :meth:`Requests.connection_lost`.
+  a make-before-break overlap: the caller registers the wait with the connection's
+  manager (``WebSocketManager.expect``) before the message is sent
+  (:meth:`Requests.expect`) and collects the replies (:meth:`Requests.wait`). A
+  ``SUBSCRIBE`` or ``SET_PROPERTY`` is resent on the next connection, whose reply
+  satisfies the wait (``across_reconnects=True``); an ``UNSUBSCRIBE`` is not, so it is
+  done when its connection ends.
 
-:meth:`Requests.take_reply` also drops the replies to ids of this client that nobody
-awaits (resubscriptions after a reconnect, late replies, a request that timed out),
-logging the errors among them: the engine takes only the replies of requests still
-waiting. Replies carrying other ids are not ours and pass through.
+:meth:`Requests.take_reply` (the pool's ``on_batch``) drops the replies to ids of this
+client that nobody awaits (resubscriptions after a reconnect, late replies, a request
+that timed out, the second reply of a handover's overlap), logging the errors among
+them. Replies carrying other ids are not ours and pass through.
 
 While at least one request waits (either way), the merged queue must not hold an
 engine thread back: an engine thread waiting for room inside ``on_batch`` reads nothing,
 so a reply would be stuck behind a full queue that only the waiting caller would drain,
-whoever takes it out of the batch. The first waiting request calls ``hold()``, the last
-one leaving ``release()``.
+even though the engine is the one taking it out of the batch. The first waiting request
+calls ``hold()``, the last one leaving ``release()``.
 
 Thread-safety: every method may be called from any thread; one lock guards the table
 and is held only for bookkeeping (``hold`` / ``release`` run under it, so they must be
@@ -71,22 +72,16 @@ class BinanceRequestError(WebSocketError):
         return (type(self), (self.code, self.msg, self.request_id))
 
 
-class _Pending:
-    """One subscription-list request waiting for its reply (set by an engine thread)."""
+class _Wait:
+    """One subscription-list request waiting for its reply: the wait registered with
+    the manager of its connection (``WebSocketManager.expect``)."""
 
-    __slots__ = ("conn", "done", "failure", "method", "reply")
+    __slots__ = ("manager", "method", "pending")
 
-    def __init__(self, method: str, conn: object) -> None:
+    def __init__(self, method: str, manager: Any, pending: Any) -> None:
         self.method = method
-        self.conn = conn
-        self.done = threading.Event()
-        self.reply: dict[str, Any] | None = None
-        self.failure: BaseException | None = None
-
-    def fail(self, failure: BaseException) -> None:
-        if not self.done.is_set():
-            self.failure = failure
-            self.done.set()
+        self.manager = manager
+        self.pending = pending
 
 
 def _is_reply(msg: Any) -> bool:
@@ -109,8 +104,9 @@ def _raise_error_reply(reply: dict[str, Any]) -> None:
 class Requests:
     """The ids and waiting requests of one client (see the module docstring).
 
-    ``conn`` arguments identify a connection (compared by identity): a lost connection
-    resolves the subscription-list requests it owed (:meth:`connection_lost`).
+    ``conn`` arguments are connections: their ``manager`` (a
+    :class:`~kstlib.websocket.WebSocketManager`, or anything with its ``expect`` and
+    ``forget``) takes the replies out of its batches.
     """
 
     def __init__(self, hold: Callable[[], None], release: Callable[[], None]) -> None:
@@ -119,7 +115,7 @@ class Requests:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._last_id = 0
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, _Wait] = {}
         self._asking = 0  # callers inside ask()
         self._closed: BaseException | None = None
 
@@ -168,11 +164,7 @@ class Requests:
             WebSocketClosedError: not connected, the connection ended before the reply,
                 or the client is closed (then the error it closed with, if any).
         """
-        rid = message["id"]
-
-        def match(msg: Any) -> bool:
-            return _is_reply(msg) and msg["id"] == rid
-
+        match = _reply_to(message["id"])
         with self._lock:
             self._check_open()
             before = self._count()
@@ -195,30 +187,41 @@ class Requests:
 
     # ------------------------------------------------------------------ subscription-list requests
 
-    def expect(self, rid: int, method: str, conn: object) -> None:
-        """Register request ``rid`` (sent on ``conn``) before sending it.
+    def expect(self, rid: int, method: str, conn: Any) -> None:
+        """Await the reply to request ``rid`` (``method``), which ``conn``'s manager is
+        about to send: call it before sending. A ``SUBSCRIBE`` or ``SET_PROPERTY`` wait
+        survives the end of the connection (the engine resends the message on the next
+        one); an ``UNSUBSCRIBE`` is done when its connection ends.
 
         Raises:
             WebSocketClosedError: the client is closed (:meth:`close`).
         """
         with self._lock:
             self._check_open()
-            before = self._count()
-            self._pending[rid] = _Pending(method, conn)
-            self._rebalance(before)
+        manager = conn.manager
+        pending = manager.expect(_reply_to(rid), across_reconnects=method != "UNSUBSCRIBE")
+        with self._lock:
+            if self._closed is None:
+                before = self._count()
+                self._pending[rid] = _Wait(method, manager, pending)
+                self._rebalance(before)
+                return
+        manager.forget(pending)  # closed meanwhile
+        raise WebSocketClosedError(None, "BinanceStreams is closed")
 
     def forget(self, rids: Iterable[int]) -> None:
         """Stop waiting for ``rids`` (their late replies will be dropped)."""
         with self._lock:
             before = self._count()
-            for rid in rids:
-                self._pending.pop(rid, None)
+            gone = [w for w in (self._pending.pop(rid, None) for rid in rids) if w is not None]
             self._rebalance(before)
+        for w in gone:
+            w.manager.forget(w.pending)
 
     def wait(self, rids: list[int], timeout: float) -> list[dict[str, Any]]:
         """Wait for the replies of ``rids`` (all within ``timeout`` seconds), then forget
         them; returns the replies in the order of ``rids``. A request resolved without a
-        reply (an ``UNSUBSCRIBE`` whose connection was lost) gives none.
+        reply (an ``UNSUBSCRIBE`` whose connection ended) gives none.
 
         Raises:
             WebSocketTimeoutError: a reply did not come in time (``operation="request"``).
@@ -231,15 +234,22 @@ class Requests:
             replies: list[dict[str, Any]] = []
             for rid in rids:
                 with self._lock:
-                    pending = self._pending.get(rid)
-                if pending is None:  # resolved without a reply
+                    w = self._pending.get(rid)
+                if w is None:  # never awaited
                     continue
-                if not pending.done.wait(max(0.0, deadline - time.monotonic())):
-                    raise WebSocketTimeoutError("request", timeout)
-                if pending.failure is not None:
-                    raise pending.failure
-                if pending.reply is not None:
-                    replies.append(pending.reply)
+                try:
+                    reply = w.pending.wait(max(0.0, deadline - time.monotonic()))
+                except WebSocketTimeoutError:
+                    raise WebSocketTimeoutError("request", timeout) from None
+                except WebSocketRequestError:  # its connection ended first
+                    with self._lock:
+                        closed = self._closed
+                    if closed is not None:
+                        raise closed from None
+                    if w.method == "UNSUBSCRIBE":  # done: its entry is no longer resent
+                        continue
+                    raise
+                replies.append(reply)
             for reply in replies:
                 _raise_error_reply(reply)
             return replies
@@ -249,36 +259,21 @@ class Requests:
     # ------------------------------------------------------------------ engine threads
 
     def take_reply(self, msg: Any, connection: int) -> bool:
-        """True if ``msg`` is a reply to one of this client's ids: it completes the
-        waiting subscription-list request, if any, and must not reach the consumer.
-        ``connection`` (its index) is only for the log. Called on engine threads, once
-        per message the engine did not take itself."""
+        """True if ``msg`` is a reply to one of this client's ids that nobody awaits (the
+        engine took the awaited ones out before ``on_batch``): it must not reach the
+        consumer; an error is logged. ``connection`` (its index) is only for the log.
+        Called on engine threads, once per message the engine did not take itself."""
         if not _is_reply(msg):
             return False
         rid = msg["id"]
         with self._lock:
             if not 1 <= rid <= self._last_id:
                 return False
-            pending = self._pending.get(rid)
-        if pending is not None:
-            pending.reply = msg
-            pending.done.set()
-        elif msg.get("error") is not None:
+        if msg.get("error") is not None:
             log.warning(
                 "Binance refused request %d on connection %d: %r", rid, connection, msg["error"]
             )
         return True
-
-    def connection_lost(self, conn: object) -> None:
-        """``conn`` ended, so the replies it owed never come: an ``UNSUBSCRIBE`` is then
-        done (its entry is no longer resent); a ``SUBSCRIBE`` (or ``SET_PROPERTY``) stays
-        pending, its reply comes from the next connection's resend. (A plain request,
-        ``LIST_SUBSCRIPTIONS``, is failed by the engine: :meth:`ask`.)"""
-        with self._lock:
-            owed = [p for p in self._pending.values() if p.conn is conn and not p.done.is_set()]
-        for p in owed:
-            if p.method == "UNSUBSCRIBE":
-                p.done.set()
 
     def close(self, failure: BaseException) -> None:
         """Fail every waiting subscription-list request with ``failure`` (a waiting
@@ -287,6 +282,15 @@ class Requests:
         with self._lock:
             if self._closed is None:
                 self._closed = failure
-            pending = list(self._pending.values())
-        for p in pending:
-            p.fail(failure)
+            waiting = list(self._pending.values())
+        for w in waiting:
+            w.pending.fail(failure)
+
+
+def _reply_to(rid: int) -> Callable[[Any], bool]:
+    """The engine's ``match`` for the reply to request ``rid``."""
+
+    def match(msg: Any) -> bool:
+        return _is_reply(msg) and msg["id"] == rid
+
+    return match
