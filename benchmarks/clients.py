@@ -266,6 +266,33 @@ class KstlibAsync:
         return asyncio.run(run())
 
 
+class KstlibSyncStamped(KstlibSync):
+    """The sync iterator with ``timestamps=True``: each message arrives as
+    ``Stamped(message, received_ns)`` (the cost of the stamp, against kstlib-sync)."""
+
+    name = "kstlib-sync-stamped"
+
+    def _manager(self, url: str, decode: str | None) -> Any:
+        return _kstlib_sync_class()(
+            url, decode=decode, compression=None, ping_interval=None, timestamps=True
+        )
+
+    def stream(self, url: str, n: int, deliver: str, marks: Marks) -> tuple[float, Info]:
+        item: Any = None
+        with self._manager(url, _kstlib_decode(deliver)) as ws:
+            ws.send(b"go")
+            t0 = perf_counter()
+            mark = marks.first
+            for count, item in enumerate(ws.stream(), 1):  # noqa: B007 (item checked below)
+                if count == mark:
+                    mark = marks.hit(count)
+                    if mark < 0:
+                        break
+            info = _kstlib_info(ws)
+        check_message(item.message, deliver)
+        return t0, info
+
+
 class KstlibSyncDrop(KstlibSync):
     """The sync iterator with ``queue_overflow="drop_oldest"`` (JSON throughput only).
 
@@ -1130,6 +1157,7 @@ RUNNERS: dict[str, Any] = {
         KstlibSync,
         KstlibAsync,
         KstlibSyncDrop,
+        KstlibSyncStamped,
         WebsocketClient,
         WebsocketsSync,
         WebsocketsAsync,
@@ -1140,7 +1168,7 @@ RUNNERS: dict[str, Any] = {
     )
 }
 
-OURS = ("kstlib-sync", "kstlib-asyncio", "kstlib-sync-drop")
+OURS = ("kstlib-sync", "kstlib-asyncio", "kstlib-sync-drop", "kstlib-sync-stamped")
 PEERS = ("websocket-client", "websockets-sync", "websockets-asyncio", "aiohttp", "picows")
 FLOORS = ("orjson-floor", "transport-floor")
 

@@ -73,7 +73,9 @@ def build_cases(quick: bool, repeat: int) -> list[Case]:
             'orjson (ours: `decode="json"`). kstlib-sync-drop is the sync iterator with '
             '`queue_overflow="drop_oldest"`: its rate is all messages ingested over the '
             "time to the last one, and *delivered* says how many reached the loop (the others "
-            "were dropped as the oldest while the consumer lagged).",
+            "were dropped as the oldest while the consumer lagged). kstlib-sync-stamped is "
+            "the sync iterator with `timestamps=True` (each message wrapped with its receive "
+            "time).",
         )
     )
     for deliver, label in (("str", "delivered as str"), ("bytes", "delivered as bytes")):
