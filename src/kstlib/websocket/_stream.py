@@ -46,20 +46,18 @@ def drain(
 
 
 def _yield_batch(inbox: Inbox, batch: list[Any], hide: Markers) -> Generator[Any, None, None]:
-    i = 0
+    it = iter(batch)
     try:
         if hide:
-            for item in batch:
-                i += 1
+            for item in it:
                 if type(item) not in hide:
                     yield item
-        else:  # the hot path: no test per message
-            for item in batch:
-                i += 1
-                yield item
+        else:  # the hot path: the list iterator hands out the items, in C
+            yield from it
     finally:
-        if i < len(batch):
-            inbox.extend_front(batch[i:])
+        rest = list(it)  # what the consumer did not take
+        if rest:
+            inbox.extend_front(rest)
 
 
 async def drain_async(
@@ -82,17 +80,12 @@ async def drain_async(
         hide = markers if hide_markers is not None and hide_markers() else ()
         # The hot path of the asyncio front: one async-generator step per message, so the
         # batch loop is written out here rather than delegated to _yield_batch.
-        i = 0
+        it = iter(batch)
         try:
-            if hide:
-                for item in batch:
-                    i += 1
-                    if type(item) not in hide:
-                        yield item
-            else:
-                for item in batch:
-                    i += 1
+            for item in it:
+                if not hide or type(item) not in hide:
                     yield item
         finally:
-            if i < len(batch):
-                inbox.extend_front(batch[i:])
+            rest = list(it)  # what the consumer did not take
+            if rest:
+                inbox.extend_front(rest)

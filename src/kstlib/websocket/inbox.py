@@ -77,7 +77,9 @@ class Inbox:
         self.max_bytes = max_bytes
         self.overflow = overflow
         self._items: deque[Any] = deque()
-        self._sizes: deque[int] = deque()  # payload bytes of each queued item
+        #: Payload sizes of the queued items as runs ``[count, bytes each]``, oldest
+        #: first: one entry per batch, nothing per message on the hot path.
+        self._runs: deque[list[int]] = deque()
         self.queued_bytes = 0
         self._taken_size = 0  # average item size of the last batch taken
         self._signal: tuple[socket.socket, socket.socket] | None = None  # see fileno()
@@ -132,18 +134,35 @@ class Inbox:
     def _append(self, items: list[Any], item_bytes: int) -> None:
         # Called with the lock held.
         self._items.extend(items)
-        self._sizes.extend([item_bytes] * len(items))
+        runs = self._runs
+        if runs and runs[-1][1] == item_bytes:
+            runs[-1][0] += len(items)
+        else:
+            runs.append([len(items), item_bytes])
         self.queued_bytes += item_bytes * len(items)
 
     def _drop_excess(self) -> None:
         # Called with the lock held: the oldest go until both bounds hold (one stays).
-        items, sizes, max_bytes = self._items, self._sizes, self.max_bytes
+        items, max_bytes = self._items, self.max_bytes
         while len(items) > self.maxsize or (
             max_bytes is not None and self.queued_bytes > max_bytes and len(items) > 1
         ):
             items.popleft()
-            self.queued_bytes -= sizes.popleft()
+            self.queued_bytes -= self._pop_sizes(1)
             self.dropped += 1
+
+    def _pop_sizes(self, count: int) -> int:
+        # Called with the lock held: the payload of the ``count`` oldest items, forgotten.
+        runs, total = self._runs, 0
+        while count:
+            run = runs[0]
+            n = min(count, run[0])
+            total += n * run[1]
+            count -= n
+            run[0] -= n
+            if not run[0]:
+                runs.popleft()
+        return total
 
     def _room(self, item_bytes: int) -> int:
         """How many more items of ``item_bytes`` fit now (lock held)."""
@@ -235,8 +254,7 @@ class Inbox:
         if max_items is None or max_items >= len(items):
             return self._take_all()
         batch = [items.popleft() for _ in range(max_items)]
-        sizes = self._sizes
-        taken = sum(sizes.popleft() for _ in range(max_items))
+        taken = self._pop_sizes(max_items)
         self.queued_bytes -= taken
         self._taken_size = taken // max_items
         self._not_full.notify()
@@ -259,7 +277,7 @@ class Inbox:
     def _forget_sizes(self, taken: int) -> None:
         # Called with the lock held, once ``taken`` items (all of them) left the queue.
         self._taken_size = self.queued_bytes // taken if taken else 0
-        self._sizes.clear()
+        self._runs.clear()
         self.queued_bytes = 0
 
     def get_batch(self, timeout: float | None = None, max_items: int | None = None) -> list[Any]:
@@ -362,7 +380,8 @@ class Inbox:
         with self._lock:
             back = list(items)
             self._items.extendleft(reversed(back))
-            self._sizes.extendleft([self._taken_size] * len(back))
+            if back:
+                self._runs.appendleft([len(back), self._taken_size])
             self.queued_bytes += self._taken_size * len(back)
             self._notify_consumers()
 
