@@ -18,7 +18,7 @@ reaches exactly one of them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import Any
 
 from kstlib.websocket.inbox import Inbox, InboxFinished
@@ -42,22 +42,18 @@ def drain(
                 raise end.error from None
             return
         hide = markers if hide_markers is not None and hide_markers() else ()
-        yield from _yield_batch(inbox, batch, hide)
-
-
-def _yield_batch(inbox: Inbox, batch: list[Any], hide: Markers) -> Generator[Any, None, None]:
-    it = iter(batch)
-    try:
-        if hide:
-            for item in it:
-                if type(item) not in hide:
-                    yield item
-        else:  # the hot path: the list iterator hands out the items, in C
-            yield from it
-    finally:
-        rest = list(it)  # what the consumer did not take
-        if rest:
-            inbox.extend_front(rest)
+        it = iter(batch)
+        try:
+            if hide:
+                for item in it:
+                    if type(item) not in hide:
+                        yield item
+            else:  # the hot path: one generator, the list iterator hands the items out in C
+                yield from it
+        finally:
+            rest = list(it)  # what the consumer did not take
+            if rest:
+                inbox.extend_front(rest)
 
 
 async def drain_async(
@@ -78,8 +74,7 @@ async def drain_async(
                 raise end.error from None
             return
         hide = markers if hide_markers is not None and hide_markers() else ()
-        # The hot path of the asyncio front: one async-generator step per message, so the
-        # batch loop is written out here rather than delegated to _yield_batch.
+        # The hot path of the asyncio front: one async-generator step per message.
         it = iter(batch)
         try:
             for item in it:
