@@ -10,7 +10,7 @@ import enum
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "GAP_MARKERS",
@@ -198,10 +198,10 @@ class Gap:
 GAP_MARKERS = (Connected, Disconnected, Gap)
 
 
-@dataclass(frozen=True)
-class Stamped:
+class Stamped(NamedTuple):
     """A message with the time it was read from the socket (``timestamps=True``):
-    ``received_ns`` is :func:`time.monotonic_ns` (one stamp per socket read)."""
+    ``received_ns`` is :func:`time.monotonic_ns` (one stamp per socket read). A named
+    tuple: one is made per message, so it must be cheap."""
 
     message: Any
     received_ns: int
