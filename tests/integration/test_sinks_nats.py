@@ -109,3 +109,34 @@ def test_a_reader_acknowledges_what_it_handed_out_and_a_restart_goes_on_after_it
     server = f"nats://127.0.0.1:{nats_server.port}"
     with NatsReader(server, "md.btc", durable="other", events=False, idle_timeout=2) as other:
         assert list(other) == [m for m in expected if isinstance(m, dict)]
+
+
+async def die_holding(port: int, subject: str, durable: str, n: int) -> None:
+    """Another reader of ``durable`` that fetches ``n`` messages and goes away without
+    acknowledging them, as a crash would: JetStream keeps them for ``ack_wait`` (30 s)."""
+    import nats
+
+    nc = await nats.connect(f"nats://127.0.0.1:{port}")
+    try:
+        sub = await nc.jetstream().pull_subscribe(subject, durable=durable)
+        held = 0
+        while held < n:
+            held += len(await sub.fetch(n - held, timeout=5))
+    finally:
+        await nc.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.exchange_simulator(event_rate=2_000)
+def test_what_a_dead_reader_held_comes_next_at_once_and_in_order(
+    sim: ExchangeSimulator, nats_server: NatsServer
+) -> None:
+    url = nats_server.url("md.btc", durable="risk")
+    expected = publish_trades(sim, url, 300)
+    with open_reader(url, count=50) as reader:
+        first = read_n(reader, 100)  # two whole batches, acknowledged when it ends
+    assert first == expected[:100]
+    asyncio.run(die_holding(nats_server.port, "md.btc", "risk", 50))
+    with open_reader(url, idle_timeout=2) as reader:  # far within ack_wait
+        rest = read_n(reader, len(expected))
+    assert first + rest == expected  # neither skipped nor waited for

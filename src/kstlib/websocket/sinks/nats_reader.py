@@ -13,13 +13,21 @@ payloads decoded like the manager's ``decode``, markers restored as their classe
 (hidden with ``events=False``). The consumer ``durable`` (created if missing, with
 ``AckPolicy.ALL``: one acknowledgement covers everything before it) starts at ``start``
 (``"all"``: what the stream holds; ``"new"``: what comes next). What was handed out is
-acknowledged with the next fetch and when the iteration ends (what was fetched but not
-handed out is given back); a restarted reader with the same ``durable`` goes on after it
-(after a crash: once JetStream's ``ack_wait``, 30 s, expired). A message JetStream
-delivers again (its acknowledgement was lost, or took longer than ``ack_wait``) at or
-below the last stream sequence handed out is skipped. The bus going away is survived
-(reconnect with backoff). ``idle_timeout`` ends the iteration after that many seconds
-without a message; ``close()`` (any thread) ends it within ``block`` seconds.
+acknowledged with the next fetch, and when the iteration ends (waiting for the server to
+confirm it); a restarted reader with the same ``durable`` goes on after it.
+
+JetStream gives a message it delivered but that was never acknowledged (fetched but not
+handed out when the iteration ended, lost in flight with a connection, held by a reader
+that crashed) again only after ``ack_wait`` (30 s) or a NAK, and by then it has delivered
+later ones: the reader would have to skip it (out of order) or hand it out late. So on
+every (re)connect the reader looks at the consumer, and when it delivered beyond both its
+acknowledgement floor and what this reader handed out, it re-creates the consumer (same
+configuration) to start just after them: the next message is the one that follows, at
+once. Give each reader its own ``durable``. A message delivered again at or below the
+last stream sequence handed out (its acknowledgement was lost) is not handed out again,
+only acknowledged. The bus going away is survived (reconnect with backoff).
+``idle_timeout`` ends the iteration after that many seconds without a message; ``close()``
+(any thread) ends it within ``block`` seconds.
 
 Thread-safety: one thread (or task) iterates a reader; ``close()`` may come from another.
 """
@@ -27,6 +35,8 @@ Thread-safety: one thread (or task) iterates a reader; ``close()`` may come from
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import dataclasses
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -79,20 +89,50 @@ class _Consumer:
         self._nc: Any = None
         self._sub: Any = None
         self._delay = reconnect_delay
-        self._handed = 0  # stream sequence of the last item handed out
-        self._to_ack: Any = None  # the last message handed out, not yet acknowledged
-        self._unhanded: list[Any] = []  # fetched, not handed out (the loop was left)
+        self._handed = 0  # the highest stream sequence handed out (or passed over)
+        self._to_ack: Any = None  # the message acknowledging that, not yet acknowledged
 
     async def _subscribe(self) -> None:
         api = require("nats.js.api", "nats", "NATS JetStream support")
         self._nc = await common.connect(self.url, self.timeout)
         js = self._nc.jetstream(timeout=self.timeout)
         await common.ensure_stream(js, self.stream, self.subject, self.duplicate_window, None)
+        await self._restart_after_handed(js)
         policy = api.DeliverPolicy.ALL if self.start == "all" else api.DeliverPolicy.NEW
         config = api.ConsumerConfig(ack_policy=api.AckPolicy.ALL, deliver_policy=policy)
         self._sub = await js.pull_subscribe(
             self.subject, durable=self.durable, stream=self.stream, config=config
         )
+
+    async def _restart_after_handed(self, js: Any) -> None:
+        """Re-create the consumer after its acknowledgement floor (or after what this
+        reader handed out, if that is further) when it delivered beyond it: see the
+        module docstring."""
+        api = require("nats.js.api", "nats", "NATS JetStream support")
+        js_errors = require("nats.js.errors", "nats", "NATS JetStream support")
+        try:
+            info = await js.consumer_info(self.stream, self.durable)
+        except js_errors.NotFoundError:
+            return  # created at ``start`` by the subscription
+        after = max(info.ack_floor.stream_seq, self._handed)
+        if info.delivered.stream_seq <= after:
+            return
+        common.log.debug(
+            "nats reader %s: %s delivered up to %d, acknowledged or handed out up to %d:"
+            " starting again at %d",
+            self.durable, self.stream, info.delivered.stream_seq, after, after + 1,
+        )  # fmt: skip
+        config = dataclasses.replace(
+            info.config,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after + 1,
+            opt_start_time=None,
+        )
+        try:
+            await js.delete_consumer(self.stream, self.durable)
+        except js_errors.NotFoundError:  # deleted meanwhile
+            pass
+        await js.add_consumer(self.stream, config)
 
     async def fetch(self) -> ReadBatch | None:
         """One round trip: the owed acknowledgement, then up to ``count`` messages."""
@@ -111,49 +151,71 @@ class _Consumer:
         return self._decode(msgs)
 
     def _decode(self, msgs: list[Any]) -> ReadBatch:
+        """The batch's items; ``ids[i]`` is the message acknowledging item ``i`` and the
+        messages after it that are not handed out (hidden, or handed out already)."""
         batch = ReadBatch()
+        passed: Any = None  # the last message passed over since the previous item
         for msg in msgs:
-            seq = msg.metadata.sequence.stream
-            if seq <= self._handed:
-                continue  # delivered again: handed out already
-            headers = {k.lower(): v for k, v in (msg.headers or {}).items()}
-            kind = headers.get("kst-k", "")
-            if kind == "m":
-                batch.items.append(self.decode(msg.data))
-                batch.times.append(headers.get("kst-t", "").encode() or None)
-            elif self.events and kind in ("c", "d", "g"):
-                fields = {k[4:].encode(): v.encode() for k, v in headers.items() if k[:4] == "kst-"}
-                try:
-                    batch.items.append(decode_marker(kind.encode(), fields))
-                except ValueError:
-                    continue
-                batch.times.append(None)
-            else:
+            item = self._item(msg) if _seq(msg) > self._handed else None
+            if item is None:
+                passed = _later(passed, msg)
                 continue
+            if batch.ids:
+                batch.ids[-1] = _later(batch.ids[-1], passed)
+            elif passed is not None:
+                self._consumed(passed)  # before the first item: nothing to hand out
+            passed = None
+            batch.items.append(item[0])
+            batch.times.append(item[1])
             batch.ids.append(msg)
+        if batch.ids:
+            batch.ids[-1] = _later(batch.ids[-1], passed)
+        elif passed is not None:
+            self._consumed(passed)
         return batch
 
+    def _item(self, msg: Any) -> tuple[Any, bytes | None] | None:
+        """What ``msg`` hands out, with its receive time; None when it is hidden."""
+        headers = {k.lower(): v for k, v in (msg.headers or {}).items()}
+        kind = headers.get("kst-k", "")
+        if kind == "m":
+            return self.decode(msg.data), headers.get("kst-t", "").encode() or None
+        if self.events and kind in ("c", "d", "g"):
+            fields = {k[4:].encode(): v.encode() for k, v in headers.items() if k[:4] == "kst-"}
+            try:
+                return decode_marker(kind.encode(), fields), None
+            except ValueError:
+                return None
+        return None
+
     def handed_out(self, batch: ReadBatch, n: int) -> None:
-        self._unhanded = batch.ids[n:]
+        """The first ``n`` items of ``batch`` were handed out."""
         if n:
-            msg: Any = batch.ids[n - 1]
-            self._to_ack = msg
-            self._handed = max(self._handed, msg.metadata.sequence.stream)
+            self._consumed(batch.ids[n - 1])
+
+    def _consumed(self, msg: Any) -> None:
+        self._to_ack = _later(self._to_ack, msg)
+        self._handed = max(self._handed, _seq(msg))
 
     async def _ack(self) -> None:
+        """Acknowledge what was handed out (on the current connection: the message may
+        have come on an earlier one)."""
         msg, self._to_ack = self._to_ack, None
         if msg is not None:
-            await msg.ack()
+            try:
+                await self._nc.publish(msg.reply)
+            except BaseException:
+                self._to_ack = _later(self._to_ack, msg)  # owed still, on the next connection
+                raise
 
     async def finish(self) -> None:
-        """Acknowledge what was handed out, give back (NAK) what was fetched but not
-        handed out, so the next reader gets it at once, and disconnect."""
-        rest, self._unhanded = self._unhanded, []
+        """Acknowledge what was handed out, wait for the server to confirm it (the next
+        reader's position is read from it), and disconnect."""
+        msg, self._to_ack = self._to_ack, None
         try:
-            await self._ack()
-            for msg in rest:
-                await msg.nak()
-        except Exception:  # the bus is away: redelivered after ack_wait
+            if msg is not None and self._nc is not None:
+                await self._nc.request(msg.reply, b"", timeout=self.timeout)
+        except Exception:  # the bus is away: the next reader gets these again
             pass
         await self._drop()
 
@@ -173,6 +235,18 @@ class _Consumer:
     def close(self) -> None:
         """End the iteration (within ``block`` s)."""
         self._closed.set()
+
+
+def _seq(msg: Any) -> int:
+    """The stream sequence of a JetStream message."""
+    return int(msg.metadata.sequence.stream)
+
+
+def _later(a: Any, b: Any) -> Any:
+    """Of two messages (either may be None), the one further in the stream."""
+    if a is None or (b is not None and _seq(b) > _seq(a)):
+        return b
+    return a
 
 
 class NatsReader(_Consumer):
@@ -203,8 +277,8 @@ class NatsReader(_Consumer):
 
     def _finish_sync(self) -> None:
         try:
-            self._loop.run(self.finish(), self.timeout)
-        except (RuntimeError, TimeoutError):  # closed already
+            self._loop.run(self.finish(), self.timeout * 2)
+        except (RuntimeError, TimeoutError, concurrent.futures.TimeoutError):  # closed already
             pass
 
     def __enter__(self) -> NatsReader:
