@@ -27,6 +27,7 @@ Parts, one job each:
 ``base``           the :class:`Sink` interface, :class:`Chunk`, :class:`PublishResult`
 ``records``        the record format (below), :class:`RelayGap`, payload decoding
 ``redis_sink``     Redis Streams: one ``EVALSHA`` per chunk (atomic, idempotent)
+``reader``         what every reader does: iterate, hand out, acknowledge, end (both fronts)
 ``redis_reader``   :class:`RedisReader` / :class:`AsyncRedisReader` (consumer group)
 ``nats_sink``      NATS JetStream: ``Nats-Msg-Id`` de-duplication, acknowledged publish
 ``nats_reader``    :class:`NatsReader` / :class:`AsyncNatsReader` (durable pull consumer)

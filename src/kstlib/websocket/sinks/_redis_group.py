@@ -19,9 +19,9 @@ Thread-safety: none; one reader owns one cursor.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from .reader import ReadBatch
 from .records import decode_marker, payload_decoder
 
 __all__ = ["GroupCursor", "ReadBatch", "entry_id"]
@@ -31,16 +31,6 @@ def entry_id(raw: bytes) -> tuple[int, int]:
     """A stream entry id ``b"ms-seq"`` as a comparable pair."""
     ms, _, seq = raw.partition(b"-")
     return int(ms), int(seq or 0)
-
-
-@dataclass
-class ReadBatch:
-    """Items of one read, in stream order, with their entry ids and the receive times
-    (``time.time()`` at the relay's socket read; None for markers)."""
-
-    items: list[Any] = field(default_factory=list)
-    ids: list[Any] = field(default_factory=list)  # Redis: entry ids; NATS: the messages
-    times: list[bytes | None] = field(default_factory=list)
 
 
 class GroupCursor:

@@ -29,6 +29,9 @@ only acknowledged. The bus going away is survived (reconnect with backoff).
 ``idle_timeout`` ends the iteration after that many seconds without a message; ``close()``
 (any thread) ends it within ``block`` seconds.
 
+The loop, the hand-out bookkeeping and the ends are :mod:`~kstlib.websocket.sinks.reader`'s;
+this module has the JetStream calls.
+
 Thread-safety: one thread (or task) iterates a reader; ``close()`` may come from another.
 """
 
@@ -37,23 +40,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _nats_common as common
 from ._extras import require
-from ._redis_group import ReadBatch
-from .records import decode_marker, payload_decoder
+from .reader import AsyncReader, ReadBatch, ReaderCore, ReaderOptions, SyncReader
+from .records import decode_marker
 from .urls import server_url
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python >= 3.11
 
 __all__ = ["AsyncNatsReader", "NatsReader"]
 
 
-class _Consumer:
-    """The asyncio half both readers share: connect, fetch a batch, acknowledge."""
+class _Consumer(ReaderCore):
+    """The asyncio half both readers share: connect, fetch a batch, acknowledge. Options:
+    ``stream``, ``durable``, ``start``, ``duplicate_window`` (for a stream it creates) and
+    :class:`~kstlib.websocket.sinks.reader.ReaderCore`'s."""
 
     def __init__(
         self,
@@ -63,32 +68,20 @@ class _Consumer:
         stream: str | None = None,
         durable: str = "kstlib",
         start: str = "all",
-        decode: Any = "json",
-        events: bool = True,
-        count: int = 1000,
-        block: float = 0.5,
-        idle_timeout: float | None = None,
-        reconnect_delay: float = 0.1,
-        reconnect_delay_max: float = 5.0,
-        timeout: float = 10.0,
         duplicate_window: float = 120.0,
+        **options: Unpack[ReaderOptions],
     ) -> None:
         common.nats()
         if start not in ("all", "new"):
             raise ValueError(f"start: expected 'all' or 'new', got {start!r}")
+        super().__init__(**options)
         self.url, self.subject = server_url(url, "nats"), subject
         self.stream = stream or common.stream_name(subject)
         self.durable, self.start = durable, start
-        self.decode = payload_decoder(decode)
-        self.events, self.count, self.block = events, count, block
-        self.idle_timeout, self.timeout = idle_timeout, timeout
-        self.reconnect_delay, self.reconnect_delay_max = reconnect_delay, reconnect_delay_max
         self.duplicate_window = duplicate_window
         self._errors = common.nats_errors()
-        self._closed = threading.Event()
         self._nc: Any = None
         self._sub: Any = None
-        self._delay = reconnect_delay
         self._handed = 0  # the highest stream sequence handed out (or passed over)
         self._to_ack: Any = None  # the message acknowledging that, not yet acknowledged
 
@@ -147,7 +140,7 @@ class _Consumer:
             await self._drop()
             await asyncio.sleep(self._next_delay())
             return None
-        self._delay = self.reconnect_delay
+        self._reset_delay()
         return self._decode(msgs)
 
     def _decode(self, msgs: list[Any]) -> ReadBatch:
@@ -224,18 +217,6 @@ class _Consumer:
         if nc is not None:
             await common.close(nc)
 
-    def _idle(self, since: float) -> bool:
-        """Nothing came for ``idle_timeout`` seconds since ``since``."""
-        return self.idle_timeout is not None and time.monotonic() - since >= self.idle_timeout
-
-    def _next_delay(self) -> float:
-        delay, self._delay = self._delay, min(self._delay * 2, self.reconnect_delay_max)
-        return delay
-
-    def close(self) -> None:
-        """End the iteration (within ``block`` s)."""
-        self._closed.set()
-
 
 def _seq(msg: Any) -> int:
     """The stream sequence of a JetStream message."""
@@ -249,40 +230,22 @@ def _later(a: Any, b: Any) -> Any:
     return a
 
 
-class NatsReader(_Consumer):
-    """Sync reader (see the module docstring); nats-py runs on a private loop thread."""
+class NatsReader(_Consumer, SyncReader):
+    """Sync reader (see the module docstring); nats-py runs on a private loop thread,
+    stopped at ``with`` exit."""
 
     def __init__(self, url: str, subject: str, **options: Any) -> None:
         super().__init__(url, subject, **options)
         self._loop = common.LoopThread(f"kstlib-ws-nats-reader:{subject}")
 
-    def __iter__(self) -> Iterator[Any]:
-        idle_since = time.monotonic()
-        try:
-            while not self._closed.is_set():
-                batch = self._loop.run(self.fetch())
-                if batch is not None and batch.items:
-                    idle_since = time.monotonic()
-                    i = 0
-                    try:
-                        for item in batch.items:
-                            i += 1
-                            yield item
-                    finally:
-                        self.handed_out(batch, i)
-                elif self._idle(idle_since):
-                    return
-        finally:
-            self._finish_sync()
+    def _round_trip(self) -> ReadBatch | None:
+        return self._loop.run(self.fetch())
 
-    def _finish_sync(self) -> None:
+    def _finish(self) -> None:
         try:
             self._loop.run(self.finish(), self.timeout * 2)
         except (RuntimeError, TimeoutError, concurrent.futures.TimeoutError):  # closed already
             pass
-
-    def __enter__(self) -> NatsReader:
-        return self
 
     def __exit__(
         self,
@@ -290,41 +253,15 @@ class NatsReader(_Consumer):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
-        self._finish_sync()
+        super().__exit__(exc_type, exc, tb)
         self._loop.stop()
 
 
-class AsyncNatsReader(_Consumer):
+class AsyncNatsReader(_Consumer, AsyncReader):
     """Asyncio reader: ``async for item in reader`` (see the module docstring)."""
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
-        idle_since = time.monotonic()
-        try:
-            while not self._closed.is_set():
-                batch = await self.fetch()
-                if batch is not None and batch.items:
-                    idle_since = time.monotonic()
-                    i = 0
-                    try:
-                        for item in batch.items:
-                            i += 1
-                            yield item
-                    finally:
-                        self.handed_out(batch, i)
-                elif self._idle(idle_since):
-                    return
-        finally:
-            await self.finish()
+    async def _round_trip(self) -> ReadBatch | None:
+        return await self.fetch()
 
-    async def __aenter__(self) -> AsyncNatsReader:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    async def _finish(self) -> None:
         await self.finish()

@@ -22,28 +22,36 @@ re-creates the group if the server lost it, and goes on after the last id it han
 ``idle_timeout`` ends the iteration after that many seconds without a record; ``close()``
 (from any thread) ends it within ``block`` seconds.
 
+The loop, the hand-out bookkeeping and the ends are :mod:`~kstlib.websocket.sinks.reader`'s;
+this module has the Redis calls, the consumer-group rules are
+:mod:`~kstlib.websocket.sinks._redis_group`'s.
+
 Thread-safety: one thread (or task) iterates a reader; ``close()`` may come from another.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._extras import require
-from ._redis_group import GroupCursor, ReadBatch
+from ._redis_group import GroupCursor
 from ._resp import pack
+from .reader import AsyncReader, ReadBatch, ReaderCore, ReaderOptions, SyncReader
 from .redis_sink import redis_errors
 from .urls import server_url
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python >= 3.11
 
 __all__ = ["AsyncRedisReader", "RedisReader"]
 
 
-class _Base:
+class _RedisReader(ReaderCore):
+    """What the two fronts share: the options (``group``, ``consumer``, ``start`` and
+    :class:`~kstlib.websocket.sinks.reader.ReaderCore`'s), the cursor, the replies'
+    handling."""
+
     def __init__(
         self,
         url: str,
@@ -52,87 +60,61 @@ class _Base:
         group: str = "kstlib",
         consumer: str = "consumer",
         start: str = "0",
-        decode: Any = "json",
-        events: bool = True,
-        count: int = 1000,
-        block: float = 0.5,
-        idle_timeout: float | None = None,
-        reconnect_delay: float = 0.1,
-        reconnect_delay_max: float = 5.0,
-        timeout: float = 10.0,
+        **options: Unpack[ReaderOptions],
     ) -> None:
         self._redis = require("redis", "redis", "Redis Streams support")
+        super().__init__(**options)
         self.url = server_url(url, "redis")
         self.cursor = GroupCursor(
-            stream, group, consumer, start=start, count=count, block=block,
-            decode=decode, events=events,
+            stream, group, consumer, start=start, count=self.count, block=self.block,
+            decode=self.decode, events=self.events,
         )  # fmt: skip
-        self.idle_timeout = idle_timeout
-        self.reconnect_delay = reconnect_delay
-        self.reconnect_delay_max = reconnect_delay_max
-        self.timeout = max(timeout, block + 5.0)
+        self.timeout = max(self.timeout, self.block + 5.0)
         self._errors = redis_errors()
-        self._closed = threading.Event()
         self._conn: Any = None
-        self._delay = reconnect_delay
 
-    def close(self) -> None:
-        """End the iteration (within ``block`` s); acknowledgements are flushed by the
-        iterating side as it ends."""
-        self._closed.set()
+    def handed_out(self, batch: ReadBatch, n: int) -> None:
+        """The first ``n`` items of ``batch`` are acknowledged with the next read."""
+        self.cursor.handed_out(batch, n)
+
+    def _client(self, module: Any) -> Any:
+        return module.Redis.from_url(
+            self.url, protocol=2, socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+        )  # fmt: skip
 
     def _packed(self) -> tuple[bytes, int]:
         cmds = self.cursor.commands()
         return b"".join(pack(c) for c in cmds), len(cmds)
 
-    def _is_nogroup(self, exc: BaseException) -> bool:
-        return isinstance(exc, self._redis.ResponseError) and "NOGROUP" in str(exc)
+    def _unless_nogroup(self, exc: BaseException) -> None:
+        """Raise ``exc`` unless the server lost the stream and its group (they are
+        created again on the next connection)."""
+        if not (isinstance(exc, self._redis.ResponseError) and "NOGROUP" in str(exc)):
+            raise exc
 
-    def _idle(self, since: float) -> bool:
-        """Nothing came for ``idle_timeout`` seconds since ``since``."""
-        return self.idle_timeout is not None and time.monotonic() - since >= self.idle_timeout
+    @staticmethod
+    def _unless_busygroup(exc: BaseException) -> None:
+        """Raise ``exc`` unless it says the group exists already."""
+        if "BUSYGROUP" not in str(exc):
+            raise exc
 
-    def _next_delay(self) -> float:
-        delay, self._delay = self._delay, min(self._delay * 2, self.reconnect_delay_max)
-        return delay
+    def _replied(self, replies: list[Any]) -> ReadBatch:
+        """The batch of a round trip's replies (an ``XACK``'s first, if one was sent)."""
+        if len(replies) == 2:
+            self.cursor.acked()
+        self._reset_delay()
+        return self.cursor.on_reply(replies[-1])
+
+    def _ack_command(self) -> bytes | None:
+        """The ``XACK`` owed when the iteration ends, if any and connected."""
+        if self.cursor.to_ack and self._conn is not None:
+            return pack(self.cursor.commands()[0])
+        return None
 
 
-class RedisReader(_Base):
+class RedisReader(_RedisReader, SyncReader):
     """Sync reader (see the module docstring)."""
-
-    def __iter__(self) -> Iterator[Any]:
-        for batch in self._batches():
-            i = 0
-            try:
-                for item in batch.items:
-                    i += 1
-                    yield item
-            finally:
-                self.cursor.handed_out(batch, i)
-
-    def records(self) -> Iterator[tuple[Any, float | None]]:
-        """Like iterating, with each item's receive time at the relay (None: marker)."""
-        for batch in self._batches():
-            i = 0
-            try:
-                for item, t in zip(batch.items, batch.times, strict=True):
-                    i += 1
-                    yield item, (None if t is None else float(t))
-            finally:
-                self.cursor.handed_out(batch, i)
-
-    def _batches(self) -> Iterator[ReadBatch]:
-        idle_since = time.monotonic()
-        try:
-            while not self._closed.is_set():
-                batch = self._round_trip()
-                if batch is not None and batch.items:
-                    idle_since = time.monotonic()
-                    yield batch
-                elif self._idle(idle_since):
-                    return
-        finally:
-            self._finish()
 
     def _round_trip(self) -> ReadBatch | None:
         try:
@@ -145,28 +127,19 @@ class RedisReader(_Base):
             self._closed.wait(self._next_delay())
             return None
         except self._redis.ResponseError as exc:
-            if not self._is_nogroup(exc):
-                raise
-            self._drop()  # the server lost the stream and its group: create it again
+            self._unless_nogroup(exc)
+            self._drop()
             return None
-        if n == 2:
-            self.cursor.acked()
-        self._delay = self.reconnect_delay
-        return self.cursor.on_reply(replies[-1])
+        return self._replied(replies)
 
     def _connection(self) -> Any:
         if self._conn is None:
-            client = self._redis.Redis.from_url(
-                self.url, protocol=2, socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-            )  # fmt: skip
-            conn = client.connection_pool.get_connection()
+            conn = self._client(self._redis).connection_pool.get_connection()
             try:
                 conn.send_packed_command([pack(self.cursor.create_group())])
                 conn.read_response()
             except self._redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+                self._unless_busygroup(exc)
             self.cursor.reconnected()
             self._conn = conn
         return self._conn
@@ -178,49 +151,19 @@ class RedisReader(_Base):
 
     def _finish(self) -> None:
         """Acknowledge what was handed out (if the bus is there), then disconnect."""
-        if self.cursor.to_ack and self._conn is not None:
+        command = self._ack_command()
+        if command is not None:
             try:
-                self._conn.send_packed_command([pack(self.cursor.commands()[0])])
+                self._conn.send_packed_command([command])
                 self._conn.read_response()
                 self.cursor.acked()
             except (*self._errors, self._redis.ResponseError):
                 pass
         self._drop()
 
-    def __enter__(self) -> RedisReader:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-        self._finish()
-
-
-class AsyncRedisReader(_Base):
+class AsyncRedisReader(_RedisReader, AsyncReader):
     """Asyncio reader: ``async for item in reader`` (see the module docstring)."""
-
-    async def __aiter__(self) -> AsyncIterator[Any]:
-        idle_since = time.monotonic()
-        try:
-            while not self._closed.is_set():
-                batch = await self._round_trip()
-                if batch is not None and batch.items:
-                    idle_since = time.monotonic()
-                    i = 0
-                    try:
-                        for item in batch.items:
-                            i += 1
-                            yield item
-                    finally:
-                        self.cursor.handed_out(batch, i)
-                elif self._idle(idle_since):
-                    return
-        finally:
-            await self._finish()
 
     async def _round_trip(self) -> ReadBatch | None:
         try:
@@ -233,29 +176,20 @@ class AsyncRedisReader(_Base):
             await asyncio.sleep(self._next_delay())
             return None
         except self._redis.ResponseError as exc:
-            if not self._is_nogroup(exc):
-                raise
+            self._unless_nogroup(exc)
             await self._drop()
             return None
-        if n == 2:
-            self.cursor.acked()
-        self._delay = self.reconnect_delay
-        return self.cursor.on_reply(replies[-1])
+        return self._replied(replies)
 
     async def _connection(self) -> Any:
         if self._conn is None:
             aioredis = require("redis.asyncio", "redis", "Redis Streams support")
-            client = aioredis.Redis.from_url(
-                self.url, protocol=2, socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-            )  # fmt: skip
-            conn = await client.connection_pool.get_connection()
+            conn = await self._client(aioredis).connection_pool.get_connection()
             try:
                 await conn.send_packed_command([pack(self.cursor.create_group())])
                 await conn.read_response()
             except self._redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+                self._unless_busygroup(exc)
             self.cursor.reconnected()
             self._conn = conn
         return self._conn
@@ -266,23 +200,13 @@ class AsyncRedisReader(_Base):
             await conn.disconnect()
 
     async def _finish(self) -> None:
-        if self.cursor.to_ack and self._conn is not None:
+        """Acknowledge what was handed out (if the bus is there), then disconnect."""
+        command = self._ack_command()
+        if command is not None:
             try:
-                await self._conn.send_packed_command([pack(self.cursor.commands()[0])])
+                await self._conn.send_packed_command([command])
                 await self._conn.read_response()
                 self.cursor.acked()
             except (*self._errors, self._redis.ResponseError):
                 pass
         await self._drop()
-
-    async def __aenter__(self) -> AsyncRedisReader:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-        await self._finish()
