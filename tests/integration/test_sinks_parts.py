@@ -1,5 +1,6 @@
-"""The sinks' parts without a bus: addresses, the record format, the relay's buffer, and
-the error that names the missing extra."""
+"""The sinks' parts: addresses, the record format, the relay's buffer, the error that
+names the missing extra (no bus), and the Redis sink's publishing script on its own
+against a real ``redis-server`` (retries, de-duplication, refusals, trimming)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import sys
 import threading
 
 import pytest
+import redis
+from busservers import RedisServer
 from helpers import wait_for
 
 from kstlib.websocket import Connected, Disconnected, DisconnectReason
-from kstlib.websocket.sinks import Buffer, RelayGap, parse_bus_url
+from kstlib.websocket.sinks import Buffer, RelayGap, open_sink, parse_bus_url
+from kstlib.websocket.sinks.base import Chunk, KeyFunction
 from kstlib.websocket.sinks.records import decode_marker, decode_payload, marker_fields
 
 # ----------------------------------------------------------------------------- addresses
@@ -160,3 +164,70 @@ def test_another_engine_marker_travels_by_class_name_and_fields() -> None:
     assert decode_marker(b"x", fields) == Connected(1.5, 2, True)
     with pytest.raises(ValueError, match="malformed"):
         decode_marker(b"x", {**fields, b"type": b"NoSuchMarker"})
+
+
+# ----------------------------------------------------------------------------- the Redis script
+
+
+def chunk(first_seq: int, source: str, *parts: tuple[float, list[object]], **kw: object) -> Chunk:
+    count = sum(len(items) for _, items in parts)
+    return Chunk(first_seq, list(parts), count, 0, source, **kw)  # type: ignore[arg-type]
+
+
+def stream_records(server: RedisServer, stream: str = "s") -> list[dict[bytes, bytes]]:
+    client = redis.Redis(port=server.port, protocol=2)
+    return [dict(fields) for _, fields in client.xrange(stream)]
+
+
+def test_a_retried_chunk_is_written_once_even_where_it_overlaps_the_bus(
+    redis_server: RedisServer,
+) -> None:
+    sink = open_sink(redis_server.url("s"))
+    sink.connect()
+    mark = Connected(1.25, 0, False)
+    first = chunk(0, "r1", (1.5, [b"a", b"b"]), (1.25, [mark]), (2.5, [b"c"]))
+    assert sink.publish(first).written == 4
+    assert sink.publish(first).written == 4  # the retry of an answer lost: nothing new
+    # numbers 3.. again: c (3) is there already, d and e are not
+    assert sink.publish(chunk(3, "r1", (2.5, [b"c"]), (3.0, [b"d", b"e"]))).written == 3
+    sink.close()
+    got = stream_records(redis_server)
+    shown = [r.get(b"d", b"<" + r[b"k"] + b">") for r in got]  # <c>: the Connected marker
+    assert shown == [b"a", b"b", b"<c>", b"c", b"d", b"e"]
+    assert [r[b"t"] for r in got if r[b"k"] == b"m"] == [b"1.500000"] * 2 + [b"2.500000"] + [
+        b"3.000000"
+    ] * 2
+
+
+def test_keyed_runs_are_written_once_across_relays_and_keyless_messages_always(
+    redis_server: RedisServer,
+) -> None:
+    key_of: KeyFunction = lambda raw: None if raw.startswith(b"x") else raw.decode()  # noqa: E731
+    sink = open_sink(redis_server.url("s"))
+    sink.connect()
+    one = sink.publish(chunk(0, "r1", (1.0, [b"1", b"x1", b"2"]), key_of=key_of))
+    two = sink.publish(chunk(0, "r2", (1.0, [b"2", b"3", b"x1"]), key_of=key_of))
+    sink.close()
+    assert (one.written, one.duplicates, two.written, two.duplicates) == (3, 0, 2, 1)
+    assert [r[b"d"] for r in stream_records(redis_server)] == [b"1", b"x1", b"2", b"3", b"x1"]
+
+
+def test_records_the_bus_refuses_are_counted_with_the_first_error(
+    redis_server: RedisServer,
+) -> None:
+    redis.Redis(port=redis_server.port).set("s", "not a stream")
+    sink = open_sink(redis_server.url("s"))
+    sink.connect()
+    result = sink.publish(chunk(0, "r1", (1.0, [b"a", b"b"]), (1.0, [Connected(1.0, 0, False)])))
+    sink.close()
+    assert (result.written, result.refused) == (0, 3) and "WRONGTYPE" in result.error
+
+
+def test_the_stream_is_trimmed_once_per_chunk_to_about_maxlen(redis_server: RedisServer) -> None:
+    sink = open_sink(redis_server.url("s", maxlen="100"))
+    sink.connect()
+    for n in range(10):
+        sink.publish(chunk(n * 500, "r1", (1.0, [b"%d" % i for i in range(500)])))
+    sink.close()
+    length = redis.Redis(port=redis_server.port).xlen("s")
+    assert 100 <= length < 1000  # whole nodes go (approximate trimming): never below maxlen
