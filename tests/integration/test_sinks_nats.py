@@ -140,3 +140,23 @@ def test_what_a_dead_reader_held_comes_next_at_once_and_in_order(
     with open_reader(url, idle_timeout=2) as reader:  # far within ack_wait
         rest = read_n(reader, len(expected))
     assert first + rest == expected  # neither skipped nor waited for
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.exchange_simulator(event_rate=2_000)
+def test_deliveries_taken_elsewhere_while_reading_are_neither_skipped_nor_acknowledged(
+    sim: ExchangeSimulator, nats_server: NatsServer
+) -> None:
+    """A pull request of the same consumer that is not the reader's (what a request the
+    server serves late, after the reader reconnected, does) takes deliveries the reader
+    never sees; with one acknowledgement covering everything before it, the reader's next
+    one would acknowledge them too: a hole. The reader sees the consumer sequence jump
+    and starts the consumer again after what it handed out."""
+    url = nats_server.url("md.btc", durable="risk")
+    expected = publish_trades(sim, url, 300)
+    with open_reader(url, count=20, idle_timeout=2) as reader:
+        items = iter(reader)
+        got = [next(items) for _ in range(40)]  # two whole batches, connection kept
+        asyncio.run(die_holding(nats_server.port, "md.btc", "risk", 15))
+        got += list(items)
+    assert got == expected

@@ -23,7 +23,12 @@ later ones: the reader would have to skip it (out of order) or hand it out late.
 every (re)connect the reader looks at the consumer, and when it delivered beyond both its
 acknowledgement floor and what this reader handed out, it re-creates the consumer (same
 configuration) to start just after them: the next message is the one that follows, at
-once. Give each reader its own ``durable``. A message delivered again at or below the
+once. Deliveries can also go elsewhere while the reader is connected: a pull request
+of its previous connection that the server served only after the reconnect, or another
+reader of the same ``durable``; the reader sees the consumer's delivery sequence jump,
+hands out nothing past the jump and re-creates the consumer the same way. A fetch that
+times out is an empty batch, not a broken connection. Give each reader its own
+``durable``. A message delivered again at or below the
 last stream sequence handed out (its acknowledgement was lost) is not handed out again,
 only acknowledged. The bus going away is survived (reconnect with backoff).
 ``idle_timeout`` ends the iteration after that many seconds without a message; ``close()``
@@ -82,6 +87,8 @@ class _Consumer(ReaderCore):
         self._errors = common.nats_errors()
         self._nc: Any = None
         self._sub: Any = None
+        #: The consumer sequence of the last delivery seen; None: start again.
+        self._delivered: int | None = None
         self._handed = 0  # the highest stream sequence handed out (or passed over)
         self._to_ack: Any = None  # the message acknowledging that, not yet acknowledged
 
@@ -90,26 +97,27 @@ class _Consumer(ReaderCore):
         self._nc = await common.connect(self.url, self.timeout)
         js = self._nc.jetstream(timeout=self.timeout)
         await common.ensure_stream(js, self.stream, self.subject, self.duplicate_window, None)
-        await self._restart_after_handed(js)
+        delivered = await self._restart_after_handed(js)
         policy = api.DeliverPolicy.ALL if self.start == "all" else api.DeliverPolicy.NEW
         config = api.ConsumerConfig(ack_policy=api.AckPolicy.ALL, deliver_policy=policy)
         self._sub = await js.pull_subscribe(
             self.subject, durable=self.durable, stream=self.stream, config=config
         )
+        self._delivered = delivered
 
-    async def _restart_after_handed(self, js: Any) -> None:
+    async def _restart_after_handed(self, js: Any) -> int:
         """Re-create the consumer after its acknowledgement floor (or after what this
-        reader handed out, if that is further) when it delivered beyond it: see the
-        module docstring."""
+        reader handed out, if that is further) when it delivered beyond it (see the
+        module docstring); the consumer sequence of its last delivery (0 when it is new)."""
         api = require("nats.js.api", "nats", "NATS JetStream support")
         js_errors = require("nats.js.errors", "nats", "NATS JetStream support")
         try:
             info = await js.consumer_info(self.stream, self.durable)
         except js_errors.NotFoundError:
-            return  # created at ``start`` by the subscription
+            return 0  # created at ``start`` by the subscription
         after = max(info.ack_floor.stream_seq, self._handed)
         if info.delivered.stream_seq <= after:
-            return
+            return int(info.delivered.consumer_seq)
         common.log.debug(
             "nats reader %s: %s delivered up to %d, acknowledged or handed out up to %d:"
             " starting again at %d",
@@ -126,16 +134,18 @@ class _Consumer(ReaderCore):
         except js_errors.NotFoundError:  # deleted meanwhile
             pass
         await js.add_consumer(self.stream, config)
+        self._to_ack = None  # the new consumer starts after it
+        return 0
 
     async def fetch(self) -> ReadBatch | None:
         """One round trip: the owed acknowledgement, then up to ``count`` messages."""
         try:
+            if self._delivered is None:  # deliveries went elsewhere: start again
+                await self._drop()
             if self._sub is None:
                 await self._subscribe()
             await self._ack()
-            msgs = await self._sub.fetch(self.count, timeout=self.block)
-        except common.nats().errors.TimeoutError:
-            return ReadBatch()
+            msgs = await self._pull()
         except self._errors:
             await self._drop()
             await asyncio.sleep(self._next_delay())
@@ -143,12 +153,41 @@ class _Consumer(ReaderCore):
         self._reset_delay()
         return self._decode(msgs)
 
+    async def _pull(self) -> list[Any]:
+        """Up to ``count`` messages, waiting ``block`` seconds at most; none when that
+        passed. nats-py raises its own TimeoutError or asyncio's (when the server's
+        answer came too late to ask again): neither means the connection is broken."""
+        try:
+            msgs: list[Any] = await self._sub.fetch(self.count, timeout=self.block)
+        except asyncio.TimeoutError:
+            return []
+        return msgs
+
+    def _in_order(self, msg: Any) -> bool:
+        """Whether ``msg`` is the consumer's next delivery after the last one this
+        subscription saw. When it is not, deliveries in between went to a pull request
+        that is not this reader's (one the server served late, after a reconnect; a
+        reader sharing the ``durable``): acknowledging past them would lose them, so the
+        rest of the batch is left and the next fetch starts the consumer again."""
+        delivered = int(msg.metadata.sequence.consumer)
+        if self._delivered is not None and delivered == self._delivered + 1:
+            self._delivered = delivered
+            return True
+        common.log.debug(
+            "nats reader %s: delivery %d after %s: deliveries went elsewhere, starting again",
+            self.durable, delivered, self._delivered,
+        )  # fmt: skip
+        self._delivered = None
+        return False
+
     def _decode(self, msgs: list[Any]) -> ReadBatch:
         """The batch's items; ``ids[i]`` is the message acknowledging item ``i`` and the
         messages after it that are not handed out (hidden, or handed out already)."""
         batch = ReadBatch()
         passed: Any = None  # the last message passed over since the previous item
         for msg in msgs:
+            if not self._in_order(msg):
+                break
             item = self._item(msg) if _seq(msg) > self._handed else None
             if item is None:
                 passed = _later(passed, msg)
