@@ -33,6 +33,7 @@ from kstlib.websocket import (
     WebSocketConnectionError,
     WebSocketManager,
 )
+from kstlib.websocket.engine.direct import AWAY
 from kstlib.websocket.testing import ExchangeSimulator
 
 pytestmark = pytest.mark.timeout(90)
@@ -276,6 +277,10 @@ def test_slow_consumer_block_loses_nothing_and_applies_back_pressure(
                 ids.append(msg["t"])
                 if len(ids) < 300:
                     time.sleep(0.002)  # slower than the producer (0.5 ms per event)
+                if len(ids) == 100:
+                    # away longer than the direct read's AWAY: the engine reads again,
+                    # fills the queue and must wait for room
+                    time.sleep(3 * AWAY)
                 if len(ids) == 3000:
                     break
             stats = ws.stats

@@ -208,7 +208,14 @@ def test_a_reply_that_matches_two_requests_fails_both() -> None:
 
 
 def test_a_request_whose_connection_ends_fails_at_once() -> None:
-    with ScriptedServer(replying) as srv, no_leaks():
+    asked = threading.Event()
+
+    async def never_answers(ws: ServerConnection) -> None:
+        async for raw in ws:
+            if json.loads(raw).get("method") == "silent":
+                asked.set()
+
+    with ScriptedServer(never_answers) as srv, no_leaks():
         with WebSocketManager(srv.url, **NO_PING) as ws:
             result: list[BaseException] = []
 
@@ -220,7 +227,7 @@ def test_a_request_whose_connection_ends_fails_at_once() -> None:
 
             t = threading.Thread(target=ask)
             t.start()
-            assert wait_for(lambda: srv.connections == 1)
+            assert asked.wait(10)  # the request is in flight: then the connection ends
             ws.kill()
             t.join(10)
     assert len(result) == 1 and isinstance(result[0], WebSocketRequestError)

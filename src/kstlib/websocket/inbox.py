@@ -34,9 +34,9 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["OVERFLOW_POLICIES", "Inbox", "InboxFinished"]
+__all__ = ["OVERFLOW_POLICIES", "Filler", "Inbox", "InboxFinished"]
 
 OVERFLOW_POLICIES = ("block", "drop_oldest")
 
@@ -55,6 +55,16 @@ class InboxFinished(Exception):
 def _wake_future(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+class Filler(Protocol):
+    """Reads messages into an inbox on the thread of a consumer that waits for them."""
+
+    def fill(self, timeout: float | None) -> bool:
+        """Read for up to ``timeout`` seconds (None: no limit), queueing what comes.
+        True when it had the reading (look at the queue again); False when it cannot
+        read now: wait for the queue (:meth:`Inbox.wake_waiters` says when to retry)."""
+        ...
 
 
 class Inbox:
@@ -91,6 +101,8 @@ class Inbox:
         self._finished = False
         self._error: BaseException | None = None
         self._interrupted = False
+        #: Reads for a waiting consumer of :meth:`get_batch` (see :class:`Filler`).
+        self.filler: Filler | None = None
         self.dropped = 0
         self.blocked_puts = 0
         self.blocked_seconds = 0.0
@@ -285,25 +297,36 @@ class Inbox:
         to ``timeout`` for one (0: do not wait).
 
         Returns ``[]`` when the time is up. Raises :class:`InboxFinished` once the inbox
-        is finished and empty.
+        is finished and empty. While it waits, a :attr:`filler` may read the messages in
+        on this thread (see :class:`Filler`).
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            if not self._items:
+            while not self._items:
                 if self._finished:
                     raise InboxFinished(self._error)
-                if timeout is None:
-                    while not self._items and not self._finished:
-                        self._not_empty.wait()
-                else:
-                    deadline = time.monotonic() + timeout
-                    while not self._items and not self._finished:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            return []
-                        self._not_empty.wait(remaining)
-                if not self._items:
-                    raise InboxFinished(self._error)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return []
+                if not self._fill(remaining):
+                    self._not_empty.wait(remaining)
             return self._take(max_items)
+
+    def _fill(self, timeout: float | None) -> bool:
+        # Called with the lock held; releases it while the filler reads.
+        filler = self.filler
+        if filler is None:
+            return False
+        self._lock.release()
+        try:
+            return filler.fill(timeout)
+        finally:
+            self._lock.acquire()
+
+    def wake_waiters(self) -> None:
+        """Wake every consumer waiting in :meth:`get_batch` (to try the filler again)."""
+        with self._lock:
+            self._not_empty.notify_all()
 
     async def get_batch_async(self, max_items: int | None = None) -> list[Any]:
         """Awaitable :meth:`get_batch` (no timeout: wrap it in ``asyncio.wait_for``);

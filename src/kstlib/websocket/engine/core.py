@@ -29,6 +29,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .connector import send_subscription
 from .control import send_message
 from .delivery import Delivery, decode_plan
+from .direct import DirectRead
 from .link import Link
 from .mailbox import Mailbox, StopMode
 from .runtime import Runtime
@@ -69,6 +70,8 @@ class Engine:
             limiter=None,
         )
         self._rt.delivery.intercept.answer = self._answer
+        self._rt.direct = DirectRead(self._rt.delivery, clock, self._rt.buf)
+        inbox.filler = self._rt.direct
         self.settings = settings
         self._thread: threading.Thread | None = None
         self._next_id = 0  # ids given to request() messages that had none

@@ -39,6 +39,7 @@ from kstlib.websocket.models import GAP_MARKERS, Connected, Disconnected, Stampe
 from .callbacks import Callbacks
 from .clock import Clock
 from .intercept import Interceptor
+from .keepalive import Keepalive
 from .mailbox import Mailbox
 from .overlap import RecentKeys, handover_enabled
 from .sequences import SequenceTracker
@@ -136,6 +137,23 @@ class Delivery:
         else:
             self._queue(msgs, force, item_bytes)
         return self._clock.monotonic() - started
+
+    def deliver_read(
+        self, msgs: list[Any], nbytes: int, keepalive: Keepalive, force: bool = False
+    ) -> None:
+        """:meth:`deliver` the batch of one read and tell ``keepalive`` what it showed:
+        data (``receive_timeout``), a heartbeat answer, time held back by the consumer.
+        ``handover_wanted`` stays set for the engine."""
+        blocked = self.deliver(msgs, force=force, nbytes=nbytes)
+        if self.data_seen:  # heartbeats and replies do not prove the feed alive
+            self.data_seen = False
+            if keepalive.receive_timeout:
+                keepalive.data_received(self._clock.monotonic() - blocked)
+        if blocked:
+            keepalive.credit(blocked)
+        if self.intercept.beat_answered:
+            self.intercept.beat_answered = False
+            keepalive.beat_answered()
 
     def _call_on_batch(self, on_batch: Callable[[list[Any]], list[Any]], msgs: list[Any]) -> Any:
         try:

@@ -28,6 +28,7 @@ from kstlib.websocket.models import ConnectionState, DisconnectReason
 from . import handover
 from .closing import Ending, graceful, lost
 from .control import after_controls, send_heartbeat, send_ping
+from .direct import AWAY, DirectRead
 from .link import Link
 from .mailbox import StopMode
 from .overlap import handover_enabled
@@ -43,11 +44,14 @@ _EOF = "connection closed by peer (EOF)"
 
 def serve(rt: Runtime, link: Link) -> tuple[Link, Ending]:
     """Serve connections until one ends: returns it and why."""
-    while True:
-        out = _Serving(rt, link).run()
-        if isinstance(out, Ending):
-            return link, out
-        link = out
+    try:
+        while True:
+            out = _Serving(rt, link).run()
+            if isinstance(out, Ending):
+                return link, out
+            link = out
+    finally:
+        rt.direct.forget()
 
 
 class _Serving:
@@ -67,6 +71,9 @@ class _Serving:
         self.poller = select.poll()
         self.poller.register(link.fileno(), select.POLLIN)
         self.poller.register(rt.mailbox.fileno(), select.POLLIN)
+        self.lent_poller: select.poll | None = None
+        #: Delivery runs no callback that must stay on the engine thread.
+        self.lendable = s.on_message is None and s.on_batch is None
 
     def run(self) -> Ending | Link:
         rt, link = self.rt, self.link
@@ -101,22 +108,14 @@ class _Serving:
             out = self._timers()
             if out is not None:
                 return out
-            if n <= 0 or (n < len(buf) and link.drained()):
-                self._sleep()  # a short read emptied the socket: no read that would fail
+            # a short read emptied the socket: no read that would fail
+            idle = n <= 0 or (n < len(buf) and link.drained())
+            if idle and (ending := self._idle()) is not None:
+                return ending
 
     def _deliver(self, msgs: list[Any], nbytes: int) -> None:
         delivery = self.rt.delivery
-        keepalive = self.link.keepalive
-        blocked = delivery.deliver(msgs, nbytes=nbytes)
-        if delivery.data_seen:  # heartbeats and replies do not prove the feed alive
-            delivery.data_seen = False
-            if keepalive.receive_timeout:
-                keepalive.data_received(self.rt.clock.monotonic() - blocked)
-        if blocked:
-            keepalive.credit(blocked)
-        if delivery.intercept.beat_answered:
-            delivery.intercept.beat_answered = False
-            keepalive.beat_answered()
+        delivery.deliver_read(msgs, nbytes, self.link.keepalive)
         if delivery.handover_wanted:
             delivery.handover_wanted = False
             self.rotation = _R.CONNECTION_LIMIT
@@ -210,6 +209,61 @@ class _Serving:
         link.abort()
         timeout = link.keepalive.receive_timeout
         return Ending(_R.DATA_TIMEOUT, None, f"no data message within {timeout:g}s")
+
+    def _idle(self) -> Ending | None:
+        """Nothing to read: lend the reading to a consumer waiting for it, else sleep
+        until data, a command or the next timer."""
+        direct = self.rt.direct
+        if direct.wanted and self.lendable:
+            return self._lend(direct)
+        self._sleep()
+        return None
+
+    def _lend(self, direct: DirectRead) -> Ending | None:
+        """Let a waiting consumer read (:mod:`.direct`) until the engine must act; then
+        act on what the consumer saw."""
+        direct.lend(self.link)
+        self.rt.delivery.inbox.wake_waiters()
+        try:
+            self._while_lent(direct)
+        finally:
+            direct.reclaim()
+        if self.rt.mailbox.pending and (ending := self._commands()) is not None:
+            return ending
+        error = direct.take_error()
+        if error is not None:
+            return lost(self.rt, self.link, _R.NETWORK_ERROR, error)
+        link = self.link
+        if link.protocol.has_news and (ending := after_controls(self.rt, link)) is not None:
+            return ending
+        if self.rt.delivery.handover_wanted:
+            self.rt.delivery.handover_wanted = False
+            self.rotation = _R.CONNECTION_LIMIT
+        return None
+
+    def _while_lent(self, direct: DirectRead) -> None:
+        """Sleep while a consumer reads: until a command, news from the consumer, a
+        timer, or the role unused for :data:`~.direct.AWAY` seconds."""
+        clock, mailbox = self.rt.clock, self.rt.mailbox
+        if self.lent_poller is None:
+            self.lent_poller = select.poll()
+            self.lent_poller.register(mailbox.fileno(), select.POLLIN)
+            self.lent_poller.register(direct.engine_fileno(), select.POLLIN)
+        visits, wait = direct.visits, AWAY
+        while True:
+            timers = min(self.link.keepalive.wake_at(), self.policy.wake_at())
+            delay = min(timers - clock.monotonic(), wait)
+            self.lent_poller.poll(-1 if delay == math.inf else max(0, math.ceil(delay * 1000)))
+            direct.clear_engine_wake()
+            if mailbox.pending or direct.news:
+                return
+            now = clock.monotonic()
+            if timers <= now:
+                return
+            take_back, wait = direct.check_in(visits, now)
+            if take_back:
+                return
+            visits = direct.visits
 
     def _sleep(self) -> None:
         wake_at = min(self.link.keepalive.wake_at(), self.policy.wake_at())

@@ -21,6 +21,7 @@ from kstlib.websocket.config import Settings
 from .callbacks import Callbacks
 from .clock import Clock
 from .delivery import Delivery
+from .direct import DirectRead
 from .link import Link
 from .mailbox import Mailbox
 from .state import StateMachine
@@ -60,6 +61,8 @@ class Runtime:
     default_tls: ssl.SSLContext | None = None
     #: Callers of ``ping()`` waiting for the next round trip.
     ping_waiters: PingWaiters = field(default_factory=PingWaiters)
+    #: Lends the reading to a consumer waiting in ``stream()`` (set by the engine).
+    direct: DirectRead = field(init=False)
     #: Codec mode and loads of the current ``decode`` setting.
     mode: int = 0
     loads: Callable[[bytes], Any] | None = None

@@ -1,0 +1,265 @@
+"""The direct read: a consumer waiting on an empty inbox reads the socket itself.
+
+Through the engine thread a message costs two wake-ups (the engine's, then the
+consumer's) and a hand-over of the GIL between them. When a sync consumer waits in
+``stream()`` / ``recv()`` with nothing queued, the engine *lends* it the reading of the
+current connection: the consumer sleeps in ``poll`` on the socket, and a message that
+arrives wakes only that thread, which reads, parses and delivers it (decode, sequences,
+replies, dedupe, the inbox) exactly as the engine would, then hands it on. The engine
+thread keeps the timers and the commands, and takes the reading back for anything else.
+
+Who reads the current connection (the *role*), under one small lock:
+
+* ``ENGINE``: the engine thread; always during connect, handover, closing, and while it
+  acts on what a consumer saw;
+* ``LENT``: the engine lent the role and no consumer is reading at this moment;
+* ``CONSUMER``: a consumer thread is inside :meth:`DirectRead.fill`.
+
+The engine lends only when a blocking consumer asked (:meth:`fill` found the role taken)
+and only on the hot path (no ``on_message`` / ``on_batch``: those run on the engine
+thread). It takes the role back (:meth:`reclaim`, which interrupts a consumer's
+``poll``) before it acts: on a command, a timer, a control frame, an error or the end
+of the stream a consumer reported (``news``), or when the role stayed unused for
+:data:`AWAY` seconds (the consumer is busy with its own work: the engine reads again, so
+pings are answered and the queue bound holds however long the consumer works).
+
+While lent, the engine looks every :data:`AWAY` seconds; when a consumer has waited a
+whole period with nothing arriving, the engine sleeps until its next timer instead, and
+the consumer wakes it (one byte on :meth:`engine_fileno`) when it next leaves.
+
+Limits: one consumer reads at a time (others wait on the inbox); what one read yields is
+queued at once past the bounds (the consumer that read it is the one who empties the
+queue), so the queue may exceed its bound by one read (256 KiB of frames).
+Callbacks that run in delivery (``decode``, ``on_gap``, ``should_handover``,
+``dedupe_key``, ``sequence``) run on whichever thread reads.
+
+Thread-safety: :meth:`fill` from any consumer thread; the other methods belong to the
+engine thread.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+import socket
+import threading
+from typing import TYPE_CHECKING
+
+from .clock import Clock
+from .delivery import Delivery
+
+if TYPE_CHECKING:
+    from .link import Link
+
+__all__ = ["AWAY", "DirectRead"]
+
+#: Seconds the lent role may stay unused before the engine reads again.
+AWAY = 0.25
+
+_ENGINE, _LENT, _CONSUMER = 0, 1, 2
+_EOF = "connection closed by peer (EOF)"
+
+
+class DirectRead:
+    """The lending of one engine's reading (see the module docstring)."""
+
+    def __init__(self, delivery: Delivery, clock: Clock, buf: bytearray) -> None:
+        self._delivery = delivery
+        self._clock = clock
+        self._buf = buf
+        self._lock = threading.Condition(threading.Lock())
+        self._role = _ENGINE
+        self._link: Link | None = None
+        self._poller: select.poll | None = None
+        self._reclaiming = False
+        #: A blocking consumer found the role with the engine since the last lend.
+        self.wanted = False
+        #: A consumer saw what the engine must act on (control frame, error, EOF,
+        #: a wanted handover); the role is not lent again until the engine took it back.
+        self.news = False
+        #: The error (or EOF) a consumer's read ended with, for the engine to report.
+        self.error: BaseException | None = None
+        #: Times a consumer left :meth:`fill`, and when it last did.
+        self.visits = 0
+        self._left_at = 0.0
+        #: False while the engine sleeps until its timers: the next consumer to leave
+        #: :meth:`fill` wakes it.
+        self._watched = True
+        #: Wake-up pairs (made at the first lend of a connection, closed at its end).
+        self._to_consumer: tuple[socket.socket, socket.socket] = _NO_PAIR
+        self._to_engine: tuple[socket.socket, socket.socket] = _NO_PAIR
+
+    # ------------------------------------------------------------------ consumer side
+
+    def fill(self, timeout: float | None) -> bool:
+        """Read the connection into the inbox, waiting up to ``timeout`` seconds (None:
+        no limit) for one batch. True when this thread had the role (the caller looks at
+        the inbox again: messages, or the time is up, or the engine took the role back);
+        False when the engine reads now: wait on the inbox, the engine lends the role at
+        its next idle moment."""
+        with self._lock:
+            if self._role != _LENT or self.news or self._reclaiming:
+                self.wanted = True
+                return False
+            self._role = _CONSUMER
+            link = self._link
+        assert link is not None and self._poller is not None
+        try:
+            self._read(link, self._poller, timeout)
+        finally:
+            self._leave()
+        return True
+
+    def _read(self, link: Link, poller: select.poll, timeout: float | None) -> None:
+        deadline = None if timeout is None else self._clock.monotonic() + timeout
+        buf, view = self._buf, memoryview(self._buf)
+        protocol, wake = link.protocol, self._to_consumer[0].fileno()
+        must_poll = True
+        while True:
+            if must_poll:
+                events = poller.poll(self._poll_ms(deadline))
+                if not events:
+                    return  # the time is up
+                if any(fd == wake for fd, _ in events) and self._woken():
+                    return
+            try:
+                n = link.read_into(buf)
+            except OSError as exc:
+                self._report(exc)
+                return
+            if n < 0:
+                must_poll = True
+                continue
+            if n == 0:
+                self._report(EOFError(_EOF))
+                return
+            msgs = protocol.receive_data(view[:n])
+            if msgs:
+                # past the bounds: this thread empties the queue next, and waiting
+                # for room here would wait for itself
+                self._delivery.deliver_read(msgs, protocol.batch_bytes, link.keepalive, force=True)
+            if protocol.has_news or self._delivery.handover_wanted:
+                self.news = True
+                return
+            if msgs:
+                return
+            must_poll = n < len(buf) and link.drained()
+
+    def _poll_ms(self, deadline: float | None) -> int:
+        if deadline is None:
+            return -1
+        return max(0, math.ceil((deadline - self._clock.monotonic()) * 1000.0))
+
+    def _woken(self) -> bool:
+        """The engine's wake byte arrived: True when it wants the role back."""
+        try:
+            self._to_consumer[0].recv(64)
+        except OSError:
+            pass
+        return self._reclaiming
+
+    def _report(self, error: BaseException) -> None:
+        self.error = error
+        self.news = True
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._role = _LENT
+            self.visits += 1
+            self._left_at = self._clock.monotonic()
+            wake = self.news or not self._watched
+            self._watched = True
+            self._lock.notify_all()
+        if wake:
+            _send_byte(self._to_engine[1])
+
+    # ------------------------------------------------------------------ engine side
+
+    def engine_fileno(self) -> int:
+        """Polled by the engine while the role is lent: readable when a consumer has
+        news or left while the engine was not watching."""
+        return self._to_engine[0].fileno()
+
+    def lend(self, link: Link) -> None:
+        """Lend the reading of ``link`` (the engine thread holds the role)."""
+        if self._link is not link:
+            if self._to_engine is _NO_PAIR:
+                self._to_consumer, self._to_engine = _pair(), _pair()
+            poller = select.poll()
+            poller.register(link.fileno(), select.POLLIN)
+            poller.register(self._to_consumer[0].fileno(), select.POLLIN)
+            self._link, self._poller = link, poller
+        with self._lock:
+            self.wanted = False
+            self._watched = True
+            self._left_at = self._clock.monotonic()
+            self._role = _LENT
+
+    def check_in(self, visits: int, now: float) -> tuple[bool, float]:
+        """The engine's periodic look while the role is lent (``visits``: the count at
+        its previous look): ``(take it back, seconds until the next look)``."""
+        with self._lock:
+            if self._role == _LENT:
+                away = now - self._left_at
+                return away >= AWAY, AWAY - away
+            if self.visits == visits:  # a consumer waits and nothing came: sleep long
+                self._watched = False
+                return False, math.inf
+            return False, AWAY
+
+    def clear_engine_wake(self) -> None:
+        """Read the wake-up bytes sent to the engine."""
+        try:
+            while self._to_engine[0].recv(64):
+                pass
+        except OSError:
+            pass
+
+    def reclaim(self) -> None:
+        """Take the role back; returns once no consumer reads (a consumer inside
+        :meth:`fill` is woken and leaves after the batch it is delivering, if any)."""
+        with self._lock:
+            if self._role == _ENGINE:
+                return
+            self._reclaiming = True
+            while self._role == _CONSUMER:
+                _send_byte(self._to_consumer[1])
+                self._lock.wait(AWAY)
+            self._role = _ENGINE
+            self._reclaiming = False
+        self.clear_engine_wake()
+
+    def take_error(self) -> BaseException | None:
+        """What a consumer's read ended with (once); clears ``news``."""
+        error, self.error = self.error, None
+        self.news = False
+        return error
+
+    def forget(self) -> None:
+        """The connection ends: no consumer may read it any more (the role is the
+        engine's); the wake-up pairs are closed."""
+        self._link = self._poller = None
+        self.wanted = False
+        for s in self._to_consumer + self._to_engine:
+            s.close()
+        self._to_consumer = self._to_engine = _NO_PAIR
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    pair = socket.socketpair()
+    for s in pair:
+        s.setblocking(False)
+    return pair
+
+
+#: No pair: closed sockets, on which every call fails quietly as on a pair that is gone.
+_NO_PAIR: tuple[socket.socket, socket.socket] = _pair()
+for _s in _NO_PAIR:
+    _s.close()
+
+
+def _send_byte(sock: socket.socket) -> None:
+    try:
+        sock.send(b"\0")
+    except OSError:
+        pass  # a byte is pending already
