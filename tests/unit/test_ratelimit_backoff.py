@@ -7,7 +7,12 @@ import threading
 
 import pytest
 
-from kstlib.websocket._ratelimit import WINDOW_MARGIN, SendRateLimiter, SlidingWindow
+from kstlib.websocket._ratelimit import (
+    WINDOW_MARGIN,
+    LocalStore,
+    SendRateLimiter,
+    SlidingWindow,
+)
 from kstlib.websocket.binance import ConnectionPacer
 from kstlib.websocket.engine import backoff_delay
 from kstlib.websocket.models import ReconnectStrategy
@@ -112,6 +117,39 @@ def test_sliding_window_record_and_cancel() -> None:
     for bad in [(0, 1.0, 0.0), (1, 0.0, 0.0), (1, 1.0, -0.1), (1, float("inf"), 0.0)]:
         with pytest.raises(ValueError):
             SlidingWindow(*bad)
+
+
+class ScriptedStore:
+    """A store that answers ``take`` from a script of waits and records every call."""
+
+    def __init__(self, waits: list[float]) -> None:
+        self.waits = waits
+        self.calls: list[tuple[str, int, float, int]] = []
+
+    def take(self, slots: int, span: float) -> float:
+        self.calls.append(("take", slots, span, 0))
+        return self.waits.pop(0)
+
+    def wait(self, slots: int, span: float) -> float:
+        self.calls.append(("wait", slots, span, 0))
+        return 7.0
+
+    def force(self, slots: int, span: float, count: int) -> None:
+        self.calls.append(("force", slots, span, count))
+
+
+def test_a_window_keeps_its_times_in_its_store() -> None:
+    window = SlidingWindow(3, 10.0, margin=0.5)
+    assert isinstance(window.store, LocalStore)
+    store = ScriptedStore([2.0, 0.5, 0.0])
+    window.store = store
+    slept: list[float] = []
+    assert window.acquire(sleep=slept.append)  # waits what the store says, asks again
+    assert slept == [2.0, 0.5]
+    assert window.delay() == 7.0
+    window.record(2)
+    window.record(0)  # nothing
+    assert store.calls == [("take", 3, 10.5, 0)] * 3 + [("wait", 3, 10.5, 0), ("force", 3, 10.5, 2)]
 
 
 def test_send_limiter_and_connection_pacer_are_the_same_window() -> None:

@@ -17,6 +17,11 @@ Two users, one class:
 * :class:`kstlib.websocket.binance.ConnectionPacer`: Binance's connection-attempt limit
   and the preset's own request pace, ``max_attempts`` over ``window`` plus ``margin``.
 
+Where the times are kept is a :class:`WindowStore`: :class:`LocalStore` (this process's
+memory, the default) or a shared one (:class:`kstlib.websocket.sinks.budget.RedisBudget`:
+a Redis sorted set, so that several processes count against one limit together). Set
+:attr:`SlidingWindow.store` before the window is used.
+
 Time is injectable (``clock``, ``sleep``) so the window is tested without sleeping.
 """
 
@@ -27,8 +32,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["WINDOW_MARGIN", "SendRateLimiter", "SlidingWindow", "check_count", "check_seconds"]
+__all__ = [
+    "WINDOW_MARGIN",
+    "LocalStore",
+    "SendRateLimiter",
+    "SlidingWindow",
+    "WindowStore",
+    "check_count",
+    "check_seconds",
+]
 
 #: The send limiter's window is this much longer than ``slots / rate``.
 WINDOW_MARGIN = 1.1
@@ -55,19 +69,78 @@ def check_seconds(name: str, value: object, *, zero: bool) -> float:
     return float(number)
 
 
+class WindowStore(Protocol):
+    """Where a :class:`SlidingWindow` keeps the times of its last events.
+
+    Each call is atomic (two windows sharing a store never both take the last free
+    slot). ``slots`` and ``span`` (``window + margin``, seconds) are the window's.
+    """
+
+    def take(self, slots: int, span: float) -> float:
+        """Take a slot if one is free (0.0), else take nothing and return the seconds
+        to wait before asking again (> 0)."""
+
+    def wait(self, slots: int, span: float) -> float:
+        """Seconds until a slot is free (0.0 when one is free now); takes nothing."""
+
+    def force(self, slots: int, span: float, count: int) -> None:
+        """Record ``count`` events now, full or not (only the last ``slots`` count)."""
+
+
+class LocalStore:
+    """The times in this process's memory: a deque of the last ``slots`` times, under a
+    lock (never held while waiting). ``clock``: seconds, monotonic (default
+    :func:`time.monotonic`, looked up at each call). Thread-safe; ``O(1)`` per call."""
+
+    def __init__(self, slots: int, clock: Callable[[], float] | None = None) -> None:
+        self._clock = clock
+        self._times: deque[float] = deque(maxlen=slots)
+        self._lock = threading.Lock()
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else time.monotonic()
+
+    def _wait_needed(self, slots: int, span: float, now: float) -> float:
+        # Called with the lock held.
+        if len(self._times) < slots:
+            return 0.0
+        return max(0.0, self._times[-slots] + span - now)
+
+    def take(self, slots: int, span: float) -> float:
+        with self._lock:
+            now = self._now()
+            wait = self._wait_needed(slots, span, now)
+            if wait <= 0.0:
+                self._times.append(now)
+            return wait
+
+    def wait(self, slots: int, span: float) -> float:
+        with self._lock:
+            return self._wait_needed(slots, span, self._now())
+
+    def force(self, slots: int, span: float, count: int) -> None:
+        with self._lock:
+            now = self._now()
+            self._times.extend([now] * min(count, slots))
+
+
 class SlidingWindow:
     """At most ``slots`` events in any sliding span of ``window + margin`` seconds.
 
     :meth:`acquire` waits, in the calling thread, for a free slot and takes it;
     :meth:`record` takes slots without waiting (for what cannot be delayed, e.g. a pong);
-    :meth:`delay` tells how long the next :meth:`acquire` would wait. Only the last
-    ``slots`` times are kept: memory is ``O(slots)``, each call ``O(1)``.
+    :meth:`delay` tells how long the next :meth:`acquire` would wait. The times are kept
+    in :attr:`store` (default a :class:`LocalStore`: only the last ``slots`` times,
+    memory ``O(slots)``, each call ``O(1)``); another store (e.g. a Redis one shared by
+    several processes) may be set before the window is used, and its errors pass
+    through these methods.
 
     ``clock`` (seconds, monotonic; default :func:`time.monotonic`, looked up at each
-    call) and ``sleep`` (default :func:`time.sleep`) are injectable.
+    call; used by the local store) and ``sleep`` (default :func:`time.sleep`) are
+    injectable.
 
-    Thread-safe: any number of threads may share one window; a lock guards the times
-    and is never held while waiting.
+    Thread-safe: any number of threads may share one window; no lock is held while
+    waiting.
 
     Raises:
         ValueError: ``slots`` is not an integer >= 1, ``window`` not > 0 or ``margin``
@@ -88,24 +161,18 @@ class SlidingWindow:
         #: seconds after it was taken.
         self.window = check_seconds("window", window, zero=False)
         self.margin = check_seconds("margin", margin, zero=True)
-        self._clock = clock
         self._sleep = sleep
-        self._times: deque[float] = deque(maxlen=self.slots)
-        self._lock = threading.Lock()
+        #: Where the times are kept (see the class docstring).
+        self.store: WindowStore = LocalStore(self.slots, clock)
 
-    def _now(self) -> float:
-        return self._clock() if self._clock is not None else time.monotonic()
-
-    def _wait_needed(self, now: float) -> float:
-        # Called with the lock held.
-        if len(self._times) < self.slots:
-            return 0.0
-        return max(0.0, self._times[0] + self.window + self.margin - now)
+    @property
+    def span(self) -> float:
+        """Seconds after which a slot is free again: ``window + margin``."""
+        return self.window + self.margin
 
     def delay(self) -> float:
         """Seconds until a slot is free (0.0 when one is free now)."""
-        with self._lock:
-            return self._wait_needed(self._now())
+        return self.store.wait(self.slots, self.span)
 
     def acquire(
         self, cancelled: Cancel = None, sleep: Callable[[float], object] | None = None
@@ -126,12 +193,9 @@ class SlidingWindow:
         if sleep is None:
             sleep = self._sleep if self._sleep is not None else time.sleep
         while True:
-            with self._lock:
-                now = self._now()
-                wait = self._wait_needed(now)
-                if wait <= 0.0:
-                    self._times.append(now)
-                    return True
+            wait = self.store.take(self.slots, self.span)
+            if wait <= 0.0:
+                return True
             if cancelled is not None and cancelled():
                 return False
             sleep(wait)
@@ -139,11 +203,8 @@ class SlidingWindow:
     def record(self, count: int = 1) -> None:
         """Take ``count`` slots now, even if the window is full (events that happened
         without waiting). Only the last ``slots`` are kept."""
-        if count < 1:
-            return
-        with self._lock:
-            now = self._now()
-            self._times.extend([now] * min(count, self.slots))
+        if count >= 1:
+            self.store.force(self.slots, self.span, count)
 
 
 class SendRateLimiter(SlidingWindow):

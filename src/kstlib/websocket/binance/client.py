@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+from kstlib.websocket._ratelimit import WindowStore
 from kstlib.websocket.exceptions import WebSocketClosedError, WebSocketTimeoutError
 from kstlib.websocket.manager import WebSocketManager
 from kstlib.websocket.models import WebSocketStats
@@ -44,6 +45,32 @@ def _check_arguments(combined: bool, unwrap: bool, capacity: object, timeout: ob
         raise ValueError(f"request_timeout must be > 0, got {timeout!r}")
 
 
+def _pacer(
+    pacer: ConnectionPacer | None,
+    budget: str | WindowStore | None,
+    attempts: tuple[int, float],
+) -> ConnectionPacer:
+    """The given pacer, or a new one of ``attempts`` kept in ``budget`` when given.
+
+    Raises:
+        ValueError: both ``pacer`` and ``budget``; a bad budget address.
+        MissingExtraError: a budget address without the ``redis`` package.
+        BudgetUnavailableError: the budget's Redis does not answer.
+    """
+    if pacer is not None:
+        if budget is not None:
+            raise ValueError("pass pacer= or budget=, not both (set the pacer's store)")
+        return pacer
+    pacer = ConnectionPacer(*attempts)
+    if isinstance(budget, str):
+        from kstlib.websocket.sinks.budget import open_budget
+
+        budget = open_budget(budget)
+    if budget is not None:
+        pacer.store = budget
+    return pacer
+
+
 class BinanceStreams:
     """Binance market streams over as many connections as needed, merged into one stream.
 
@@ -67,7 +94,12 @@ class BinanceStreams:
 
     Options: ``base`` (``wss://host[:port]``), ``max_connection_attempts`` (``(n,
     seconds)``, default ``(300, 300.0)``) or ``pacer`` (a shared
-    :class:`~kstlib.websocket.binance.ConnectionPacer`), ``request_timeout`` (seconds
+    :class:`~kstlib.websocket.binance.ConnectionPacer`), ``budget`` (the attempts'
+    window kept in Redis, shared by every process using the same key, so that relays on
+    one IP respect the limit together: ``"redis://HOST:PORT/DB?key=NAME"`` or a
+    :class:`~kstlib.websocket._ratelimit.WindowStore` such as
+    :class:`~kstlib.websocket.sinks.RedisBudget`; needs ``kstlib-websocket[redis]``;
+    fails closed, see :mod:`kstlib.websocket.sinks.budget`), ``request_timeout`` (seconds
     allowed for the initial subscriptions' replies in :meth:`connect`, default 10),
     ``config`` and every :class:`~kstlib.websocket.config.Settings` option for the
     managers (they override the preset: ``max_send_rate=5``, ``max_connection_age``
@@ -118,6 +150,7 @@ class BinanceStreams:
         max_streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
         max_connection_attempts: tuple[int, float] = MAX_CONNECTION_ATTEMPTS,
         pacer: ConnectionPacer | None = None,
+        budget: str | WindowStore | None = None,
         request_timeout: float = 10.0,
         config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
         **manager_options: Any,
@@ -127,8 +160,7 @@ class BinanceStreams:
         names = stream_list(streams)
         self._base = check_base(base)
         cancel = threading.Event()  # set on close: pacer waits give up
-        if pacer is None:
-            pacer = ConnectionPacer(*max_connection_attempts)
+        pacer = _pacer(pacer, budget, max_connection_attempts)
         options = preset_options(manager_options, pacer, cancel)
         self._combined = bool(combined)
         self._capacity = max_streams_per_connection

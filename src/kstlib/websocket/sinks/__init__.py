@@ -32,6 +32,7 @@ Parts, one job each:
 ``nats_sink``      NATS JetStream: ``Nats-Msg-Id`` de-duplication, acknowledged publish
 ``nats_reader``    :class:`NatsReader` / :class:`AsyncNatsReader` (durable pull consumer)
 ``urls``           ``redis://...?stream=`` / ``nats://...?subject=``: checks, factories
+``budget``         :class:`RedisBudget`: a connection-attempt window shared through Redis
 =================  ====================================================================
 
 Record format: one record per message or marker, in stream order; field ``k`` is the
@@ -61,10 +62,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._extras import MissingExtraError
 from .base import BusUnavailableError, Chunk, PublishResult, Sink
+from .budget import BudgetUnavailableError, RedisBudget, open_budget
 from .buffer import Buffer
 from .records import RELAY_MARKERS, RelayGap, decode_payload
 from .relay import Relay, RelayStats, raw_key
-from .urls import BusUrl, open_reader, open_sink, parse_bus_url
+from .urls import BusUrl, open_reader, open_sink, parse_budget_url, parse_bus_url
 
 if TYPE_CHECKING:
     from .nats_reader import AsyncNatsReader, NatsReader
@@ -76,6 +78,7 @@ __all__ = [
     "RELAY_MARKERS",
     "AsyncNatsReader",
     "AsyncRedisReader",
+    "BudgetUnavailableError",
     "Buffer",
     "BusUnavailableError",
     "BusUrl",
@@ -84,6 +87,7 @@ __all__ = [
     "NatsReader",
     "NatsSink",
     "PublishResult",
+    "RedisBudget",
     "RedisReader",
     "RedisSink",
     "Relay",
@@ -91,8 +95,10 @@ __all__ = [
     "RelayStats",
     "Sink",
     "decode_payload",
+    "open_budget",
     "open_reader",
     "open_sink",
+    "parse_budget_url",
     "parse_bus_url",
     "raw_key",
 ]

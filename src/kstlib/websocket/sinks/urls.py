@@ -9,6 +9,10 @@
 ``tls://``)            from the subject), ``durable`` (readers' consumer name)
 =====================  ===================================================================
 
+A shared connection budget (:mod:`~kstlib.websocket.sinks.budget`) is addressed as
+``redis://HOST:PORT/DB?key=NAME`` (``key`` required: the Redis key of the budget);
+:func:`parse_budget_url` checks it.
+
 :func:`parse_bus_url` checks an address (ValueError with a one-line message naming what
 is wrong); :func:`open_sink` and :func:`open_reader` build the sink or reader it names
 (the client library of that bus must be installed: ``kstlib-websocket[redis]`` /
@@ -23,7 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["BusUrl", "open_reader", "open_sink", "parse_bus_url", "server_url"]
+__all__ = [
+    "BusUrl",
+    "open_reader",
+    "open_sink",
+    "parse_budget_url",
+    "parse_bus_url",
+    "server_url",
+]
 
 _PARAMS = {
     "redis": {"stream", "maxlen", "group", "consumer", "start"},
@@ -76,6 +87,29 @@ def parse_bus_url(url: str) -> BusUrl:
     if kind == "nats" and port is None:
         server = urlunsplit(parts._replace(query="", netloc=parts.netloc + ":4222"))
     return BusUrl(kind, server, ours)
+
+
+def parse_budget_url(url: str) -> tuple[str, str]:
+    """``(server, key)`` of a budget address ``redis://HOST:PORT/DB?key=NAME`` (or
+    ``rediss://``); ValueError with a one-line message naming what is wrong."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a bad port raises here
+    except ValueError as exc:
+        raise ValueError(f"bad budget URL {url!r}: {exc}") from None
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"bad budget URL {url!r}: scheme must be redis:// or rediss://")
+    if not parts.hostname:
+        raise ValueError(f"bad budget URL {url!r}: no host")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    key = dict(query).get("key")
+    if not key:
+        raise ValueError(f"bad budget URL {url!r}: add ?key=NAME")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"bad budget URL {url!r}: the database must be a number, got {db!r}")
+    rest = urlencode([(k, v) for k, v in query if k != "key"])
+    return urlunsplit(parts._replace(query=rest)), key
 
 
 def server_url(url: str, kind: str) -> str:
