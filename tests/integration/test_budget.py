@@ -182,6 +182,9 @@ def test_bad_budget_addresses_and_an_unreachable_redis_are_clear_errors(
     redis_server.stop()
     with pytest.raises(BudgetUnavailableError, match=f"127.0.0.1:{port}/0 key=k"):
         open_budget(f"redis://127.0.0.1:{port}/0?key=k", timeout=2.0)
+    with pytest.raises(BudgetUnavailableError) as caught:
+        open_budget(f"redis://me:secret@127.0.0.1:{port}/0?key=k", timeout=2.0)
+    assert "me:***@" in str(caught.value) and "secret" not in str(caught.value)
 
 
 def test_without_the_redis_package_the_error_names_the_extra() -> None:

@@ -52,6 +52,7 @@ import math
 import threading
 import uuid
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ._extras import require
 from .urls import parse_budget_url
@@ -63,6 +64,7 @@ log = logging.getLogger("kstlib.websocket.sinks")
 #: KEYS[1] the sorted set; ARGV mode ("take", "wait", "force"), slots, span (µs),
 #: a unique member, count (force). Returns 0 (taken / free) or the µs to wait (>= 1).
 _SCRIPT = """
+if redis.replicate_commands then redis.replicate_commands() end -- Redis < 5: TIME, then writes
 local key, mode = KEYS[1], ARGV[1]
 local slots, span = tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
@@ -114,7 +116,7 @@ class RedisBudget:
     ) -> None:
         redis = require("redis", "redis", "The shared connection budget")
         self.key = key
-        self.display_url = f"{url} key={key}"
+        self.display_url = f"{_redacted(url)} key={key}"
         self.retry_delay, self.retry_delay_max = retry_delay, retry_delay_max
         #: How many calls found Redis unreachable.
         self.failures = 0
@@ -188,6 +190,15 @@ class RedisBudget:
             if self._delay != self.retry_delay:
                 log.warning("connection budget %s: Redis answers again", self.display_url)
             self._delay = self.retry_delay
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password (it goes into log lines and errors)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def open_budget(url: str, **options: Any) -> RedisBudget:
