@@ -97,6 +97,8 @@ class Inbox:
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
+        #: Threads waiting in get_batch / put_batch (notify only when someone waits).
+        self._getters = self._putters = 0
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._finished = False
         self._error: BaseException | None = None
@@ -209,7 +211,11 @@ class Inbox:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
-                self._not_full.wait(remaining)
+                self._putters += 1
+                try:
+                    self._not_full.wait(remaining)
+                finally:
+                    self._putters -= 1
         finally:
             self.blocked_seconds += time.monotonic() - started
         return queued
@@ -247,7 +253,8 @@ class Inbox:
 
     def _notify_consumers(self) -> None:
         # Called with the lock held.
-        self._not_empty.notify()
+        if self._getters:
+            self._not_empty.notify()
         if self._signal is not None:
             self._raise_signal()
         if self._async_waiters:
@@ -269,8 +276,10 @@ class Inbox:
         taken = self._pop_sizes(max_items)
         self.queued_bytes -= taken
         self._taken_size = taken // max_items
-        self._not_full.notify()
-        self._not_empty.notify()  # the rest is for the next consumer
+        if self._putters:
+            self._not_full.notify()
+        if self._getters:
+            self._not_empty.notify()  # the rest is for the next consumer
         return batch
 
     def _take_all(self) -> list[Any]:
@@ -281,7 +290,8 @@ class Inbox:
             batch = list(self._items)
             self._items.clear()
         self._forget_sizes(len(batch))
-        self._not_full.notify()
+        if self._putters:
+            self._not_full.notify()
         if self._signal is not None:
             self._clear_signal()
         return batch
@@ -309,7 +319,11 @@ class Inbox:
                 if remaining is not None and remaining <= 0:
                     return []
                 if not self._fill(remaining):
-                    self._not_empty.wait(remaining)
+                    self._getters += 1
+                    try:
+                        self._not_empty.wait(remaining)
+                    finally:
+                        self._getters -= 1
             return self._take(max_items)
 
     def _fill(self, timeout: float | None) -> bool:

@@ -67,7 +67,9 @@ class DirectRead:
         self._delivery = delivery
         self._clock = clock
         self._buf = buf
-        self._lock = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        #: Set when a consumer leaves while the engine reclaims the role.
+        self._left = threading.Event()
         self._role = _ENGINE
         self._link: Link | None = None
         self._poller: select.poll | None = None
@@ -120,7 +122,7 @@ class DirectRead:
                 events = poller.poll(self._poll_ms(deadline))
                 if not events:
                     return  # the time is up
-                if any(fd == wake for fd, _ in events) and self._woken():
+                if (len(events) > 1 or events[0][0] == wake) and self._woken():
                     return
             try:
                 n = link.read_into(buf)
@@ -169,7 +171,8 @@ class DirectRead:
             self._left_at = self._clock.monotonic()
             wake = self.news or not self._watched
             self._watched = True
-            self._lock.notify_all()
+            if self._reclaiming:
+                self._left.set()
         if wake:
             _send_byte(self._to_engine[1])
 
@@ -222,9 +225,14 @@ class DirectRead:
             if self._role == _ENGINE:
                 return
             self._reclaiming = True
-            while self._role == _CONSUMER:
-                _send_byte(self._to_consumer[1])
-                self._lock.wait(AWAY)
+            self._left.clear()
+            reading = self._role == _CONSUMER
+        while reading:
+            _send_byte(self._to_consumer[1])
+            self._left.wait(AWAY)
+            with self._lock:
+                reading = self._role == _CONSUMER
+        with self._lock:
             self._role = _ENGINE
             self._reclaiming = False
         self.clear_engine_wake()
