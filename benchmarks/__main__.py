@@ -9,6 +9,11 @@ committed results).
 
 A client that fails (not installed yet, a bug, a timeout) yields "error: ..." rows; the
 others still run. An import error skips that client for the rest of the run.
+
+The ``relay`` scenario (:mod:`benchmarks.relay`: exchange -> relay -> Redis Streams ->
+reader, against the obvious per-message ``XADD`` loop) runs after the others with its own
+``redis-server`` and feed; it is skipped, with the reason printed, when ``redis-server``
+or the redis client library is missing.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
-from benchmarks import report
+from benchmarks import relay, report
 from benchmarks.scenarios import SCENARIOS, Case, build_cases, select
 
 HERE = Path(__file__).resolve().parent
@@ -197,6 +202,28 @@ def plan(cases: list[Case]) -> list[tuple[Case, int, str]]:
     return steps
 
 
+def split_relay(wanted: str | None) -> tuple[bool, str | None]:
+    """Whether ``--scenarios`` asks for the relay scenario, and the rest of it for
+    :func:`~benchmarks.scenarios.select` (None: everything; ``""``: nothing else)."""
+    if not wanted:
+        return True, None
+    names = [w.strip() for w in wanted.split(",") if w.strip()]
+    rest = [n for n in names if n != relay.SCENARIO]
+    return len(rest) < len(names), ",".join(rest)
+
+
+def run_relay(args: argparse.Namespace) -> dict[str, Any]:
+    """The relay scenario (see the module docstring); prints why when it is skipped."""
+    runners = {r.strip() for r in args.runners.split(",")} if args.runners else None
+    sys.stderr.write("relay scenario (redis-server, relay and reader processes) ...\n")
+    result = relay.run_scenario(args.quick, min(args.repeat, 3), runners)
+    if "skipped" in result:
+        sys.stderr.write(f"relay scenario skipped: {result['skipped']}\n")
+    elif "error" in result:
+        sys.stderr.write(f"relay scenario failed: {result['error']}\n")
+    return result
+
+
 def summary_text(case: Case, result: dict[str, Any]) -> str:
     if "error" in result:
         return "error"
@@ -211,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--scenarios",
-        help=f"comma-separated subset of {','.join(SCENARIOS)} or case names "
+        help=f"comma-separated subset of {','.join((*SCENARIOS, relay.SCENARIO))} or case names "
         "(json, raw-str, raw-bytes, large-1k, large-64k, large-1m, latency-1, latency-50, ...)",
     )
     parser.add_argument("--runners", help="comma-separated subset of the clients and floors")
@@ -219,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat",
         type=int,
         default=5,
-        help="repetitions per measurement (default 5; rtt, many, latency and burst at "
-        "most 3, memory 1)",
+        help="repetitions per measurement (default 5; rtt, many, latency, burst and relay "
+        "at most 3, memory 1)",
     )
     parser.add_argument("--out", type=Path, help="output directory (default: benchmarks/)")
     parser.add_argument(
@@ -238,8 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(tempfile.gettempdir()) / "kstlib-benchmarks-quick" if args.quick else HERE
     )
     out.mkdir(parents=True, exist_ok=True)
-    cases = select(build_cases(args.quick, args.repeat), args.scenarios, args.runners)
-    if not cases:
+    want_relay, others = split_relay(args.scenarios)
+    cases = (
+        [] if others == "" else select(build_cases(args.quick, args.repeat), others, args.runners)
+    )
+    if not cases and not want_relay:
         parser.error("nothing to run")
     command = "python -m benchmarks" + ("".join(" " + shlex.quote(a) for a in args_list))
     started = datetime.now(timezone.utc)
@@ -254,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(len(steps))
     server = ServerProcess(kinds)
     try:
-        progress.show("starting the server (encoding frames once)")
+        if steps:
+            progress.show("starting the server (encoding frames once)")
         for case, rep, runner in steps:
             entry = raw[case.name][runner]
             label = f"{case.name} rep {rep + 1}/{case.repeat} {runner}"
@@ -291,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     progress.close()
+    try:
+        relay_result = run_relay(args) if want_relay else None
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; nothing written\n")
+        return 130
 
     finished = datetime.now(timezone.utc)
     meta.update(
@@ -300,13 +336,19 @@ def main(argv: list[str] | None = None) -> int:
         load_end=os.getloadavg()[0],
         quick=args.quick,
     )
-    report.write_json(out / "results.json", meta, cases, raw)
-    write_outputs(out, meta, cases, raw)
+    report.write_json(out / "results.json", meta, cases, raw, relay_result)
+    write_outputs(out, meta, cases, raw, relay_result)
     return 0
 
 
-def write_outputs(out: Path, meta: dict[str, Any], cases: list[Case], raw: dict[str, Any]) -> None:
-    """RESULTS.md and results.png from the raw measurements."""
+def write_outputs(
+    out: Path,
+    meta: dict[str, Any],
+    cases: list[Case],
+    raw: dict[str, Any],
+    relay_result: dict[str, Any] | None = None,
+) -> None:
+    """RESULTS.md and results.png from the raw measurements (and the relay scenario's)."""
     summaries = {c.name: report.summarize(c, raw[c.name]) for c in cases}
     loads = sorted(
         run["loadavg_1min"]
@@ -317,7 +359,7 @@ def write_outputs(out: Path, meta: dict[str, Any], cases: list[Case], raw: dict[
     )
     if loads:
         meta = {**meta, "load_during": (loads[len(loads) // 2], loads[-1])}
-    report.write_markdown(out / "RESULTS.md", meta, cases, summaries)
+    report.write_markdown(out / "RESULTS.md", meta, cases, summaries, relay_result)
     try:
         report.write_chart(out / "results.png", cases, summaries)
     except ImportError as exc:
@@ -338,7 +380,7 @@ def rerender(path: Path, out: Path) -> int:
         cases.append(Case(**{**base.__dict__, "runners": runners, "spec": entry["parameters"]}))
         raw[entry["name"]] = entry["runners"]
     out.mkdir(parents=True, exist_ok=True)
-    write_outputs(out, meta, cases, raw)
+    write_outputs(out, meta, cases, raw, doc.get("relay"))
     return 0
 
 

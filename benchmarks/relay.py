@@ -143,6 +143,8 @@ def percentile(counts: Counter[float], q: float) -> float | None:
 
 # ----------------------------------------------------------------------------- the run
 
+#: Its name for ``python -m benchmarks --scenarios``.
+SCENARIO = "relay"
 RUNNERS = ("kstlib-relay", "obvious-xadd")
 #: Events/s end to end through Redis Streams, and the ratio to the obvious loop (issue 10).
 TARGET_RATE = 200_000

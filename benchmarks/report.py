@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import trading
+from benchmarks import relay, trading
 from benchmarks.clients import FLOORS, OURS, PEERS
 from benchmarks.scenarios import Case
 
@@ -249,8 +249,11 @@ def write_json(
     meta: dict[str, Any],
     cases: list[Case],
     raw: dict[str, dict[str, dict[str, list[Any]]]],
+    relay_result: dict[str, Any] | None = None,
 ) -> None:
-    doc = {
+    """results.json: the machine, every case with its raw runs, and under ``relay`` the
+    relay scenario's result (:func:`benchmarks.relay.run_scenario`) when it was run."""
+    doc: dict[str, Any] = {
         "meta": meta,
         "cases": [
             {
@@ -266,12 +269,43 @@ def write_json(
             for c in cases
         ],
     }
+    if relay_result is not None:
+        doc["relay"] = relay_result
     path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n", encoding="utf-8")
 
 
+def relay_section(result: dict[str, Any] | None) -> list[str]:
+    """The relay scenario's section of RESULTS.md (none when it was not asked for)."""
+    if result is None:
+        return []
+    lines = ["## Relay: exchange -> relay -> Redis Streams -> reader (issue 10)", ""]
+    if "skipped" in result or "error" in result:
+        why = result.get("skipped") or result.get("error")
+        word = "Skipped" if "skipped" in result else "Failed"
+        return [*lines, f"{word}: {why}.", ""]
+    note = (
+        "Trade events of about 170 bytes blasted by the loopback server; a relay process "
+        "(`Relay`, payloads as received, one `EVALSHA` per chunk) publishes them to a "
+        "`redis-server` of its own (default settings, no persistence, on this machine), "
+        "and a reader process (`RedisReader`: consumer group, `XACK`, payloads parsed to "
+        "dicts) reads them. msg/s runs from the relay's first socket read to the reader's "
+        "last item; p50/p99 are the reader's clock minus the relay's receive time (under a "
+        "blast: queueing). obvious-xadd is the per-message `XADD` loop with redis-py, read "
+        "by the same reader. Medians over the repetitions, runners alternated; load "
+        f"average (1 min) {result['load_start']:.2f} at the start, "
+        f"{result['load_end']:.2f} at the end."
+    )
+    return [*lines, note, "", *relay.table(result), ""]
+
+
 def write_markdown(
-    path: Path, meta: dict[str, Any], cases: list[Case], summaries: dict[str, dict[str, Summary]]
+    path: Path,
+    meta: dict[str, Any],
+    cases: list[Case],
+    summaries: dict[str, dict[str, Summary]],
+    relay_result: dict[str, Any] | None = None,
 ) -> None:
+    """RESULTS.md: the machine, the targets, every case's table, the relay scenario."""
     lines: list[str] = ["# Benchmark results", ""]
     lines += [
         "Reproduce from the repository root (after `pip install -e '.[bench]'`, or with "
@@ -327,13 +361,18 @@ def write_markdown(
         lines += [f"| {t} | {m} | {s} |" for t, m, s in rows]
         lines.append("")
     lines += trading.section(cases, summaries)
-    lines += [
-        "## Results",
-        "",
-        "Medians over the repetitions; spread is min\u2013max. Ratios above 1.00x are better "
-        "than the reference (for CPU, the reference's cost divided by ours).",
-        "",
-    ]
+    lines += relay_section(relay_result)
+    lines += (
+        [
+            "## Results",
+            "",
+            "Medians over the repetitions; spread is min\u2013max. Ratios above 1.00x are better "
+            "than the reference (for CPU, the reference's cost divided by ours).",
+            "",
+        ]
+        if cases
+        else []
+    )
     for case in cases:
         summ = summaries[case.name]
         best = best_peer(case, summ)

@@ -6,12 +6,15 @@ Asserts only that rows exist with numbers, never timings (speed lives in benchma
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from benchmarks.__main__ import split_relay
 
+RELAY_ONLY = (sys.executable, "-m", "benchmarks", "--quick", "--scenarios", "relay")
 REPO = Path(__file__).resolve().parents[1]
 PEERS = ("websocket-client", "websockets-sync", "websockets-asyncio", "aiohttp", "picows")
 OURS = ("kstlib-sync", "kstlib-asyncio")
@@ -123,3 +126,40 @@ def test_quick_trading_run_reports_every_client_and_the_floor(tmp_path: Path) ->
             row = next(r for r in rows if r.replace("**", "").startswith(f"| {runner} |"))
             assert "error" not in row, row
     assert (tmp_path / "results.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("wanted", "relay", "others"),
+    [
+        (None, True, None),  # everything, the relay included
+        ("relay", True, ""),  # the relay alone
+        ("json,relay", True, "json"),
+        ("json, rtt", False, "json,rtt"),
+    ],
+)
+def test_scenarios_option_splits_off_the_relay_scenario(
+    wanted: str | None, relay: bool, others: str | None
+) -> None:
+    assert split_relay(wanted) == (relay, others)
+
+
+@pytest.mark.timeout(120)
+def test_without_redis_server_the_relay_scenario_is_skipped_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """The run goes on and says why; the report shows the skip (end to end with a real
+    redis-server: tests/integration/test_sinks_bench.py)."""
+    env = {**os.environ, "KSTLIB_BENCH_REDIS_SERVER": str(tmp_path / "no-redis-server")}
+    proc = subprocess.run(
+        [*RELAY_ONLY, "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "relay scenario skipped: redis-server not found" in proc.stderr
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["relay"]["skipped"].startswith("redis-server not found")
+    assert "Skipped: redis-server not found" in (tmp_path / "RESULTS.md").read_text()
