@@ -66,6 +66,16 @@ class Filler(Protocol):
         read now: wait for the queue (:meth:`Inbox.wake_waiters` says when to retry)."""
         ...
 
+    def fill_async(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Read on ``loop`` (the caller's, which is about to await the queue) until the
+        next batch: True when it does (the caller calls :meth:`stop_async` when its wait
+        ends); False when it cannot read now."""
+        ...
+
+    def stop_async(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop the reading :meth:`fill_async` started (on ``loop``'s thread)."""
+        ...
+
 
 class Inbox:
     """Bounded multi-producer / multi-consumer message queue with batch hand-off.
@@ -99,7 +109,7 @@ class Inbox:
         self._not_full = threading.Condition(self._lock)
         #: Threads waiting in get_batch / put_batch (notify only when someone waits).
         self._getters = self._putters = 0
-        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], int]] = []
         self._finished = False
         self._error: BaseException | None = None
         self._interrupted = False
@@ -258,12 +268,21 @@ class Inbox:
         if self._signal is not None:
             self._raise_signal()
         if self._async_waiters:
-            waiters, self._async_waiters = self._async_waiters, []
-            for loop, fut in waiters:
-                try:
-                    loop.call_soon_threadsafe(_wake_future, fut)
-                except RuntimeError:  # loop closed: nobody is waiting any more
-                    pass
+            self._wake_async()
+
+    def _wake_async(self) -> None:
+        # Called with the lock held: complete every waiter's future, directly when this
+        # is its loop's thread (a read on the loop), else through the loop's self-pipe.
+        waiters, self._async_waiters = self._async_waiters, []
+        here = threading.get_ident()
+        for loop, fut, thread in waiters:
+            if thread == here:
+                _wake_future(fut)
+                continue
+            try:
+                loop.call_soon_threadsafe(_wake_future, fut)
+            except RuntimeError:  # loop closed: nobody is waiting any more
+                pass
 
     # -- consumer side ---------------------------------------------------------------------
 
@@ -338,13 +357,17 @@ class Inbox:
             self._lock.acquire()
 
     def wake_waiters(self) -> None:
-        """Wake every consumer waiting in :meth:`get_batch` (to try the filler again)."""
+        """Wake every consumer waiting in :meth:`get_batch` or :meth:`get_batch_async`
+        (to try the filler again)."""
         with self._lock:
             self._not_empty.notify_all()
+            if self._async_waiters:
+                self._wake_async()
 
     async def get_batch_async(self, max_items: int | None = None) -> list[Any]:
         """Awaitable :meth:`get_batch` (no timeout: wrap it in ``asyncio.wait_for``);
-        never blocks the event loop."""
+        never blocks the event loop. While it waits, a :attr:`filler` may read the
+        messages in on the loop (see :class:`Filler`)."""
         loop = asyncio.get_running_loop()
         while True:
             with self._lock:
@@ -353,14 +376,20 @@ class Inbox:
                 if self._finished:
                     raise InboxFinished(self._error)
                 fut: asyncio.Future[None] = loop.create_future()
-                self._async_waiters.append((loop, fut))
+                waiter = (loop, fut, threading.get_ident())
+                self._async_waiters.append(waiter)
+            filler = self.filler
+            reading = filler is not None and filler.fill_async(loop)
             try:
                 await fut
             finally:
+                if reading:
+                    assert filler is not None
+                    filler.stop_async(loop)
                 if fut.cancelled() or not fut.done():  # cancelled: forget the waiter
                     with self._lock:
                         try:
-                            self._async_waiters.remove((loop, fut))
+                            self._async_waiters.remove(waiter)
                         except ValueError:
                             pass
 

@@ -39,6 +39,8 @@ engine thread.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import select
 import socket
@@ -53,10 +55,13 @@ if TYPE_CHECKING:
 
 __all__ = ["AWAY", "DirectRead"]
 
-#: Seconds the lent role may stay unused before the engine reads again.
-AWAY = 0.25
+#: Seconds the lent role may stay unused before the engine reads again. Each look costs
+#: the engine thread a wake-up, so it is long next to a message gap at trading rates; a
+#: server ping waits at most twice this for its pong while the consumer is busy (the
+#: engine's own keepalive timers end any lend at once).
+AWAY = 1.0
 
-_ENGINE, _LENT, _CONSUMER = 0, 1, 2
+_ENGINE, _LENT, _CONSUMER, _LOOP = 0, 1, 2, 3
 _EOF = "connection closed by peer (EOF)"
 
 
@@ -74,6 +79,8 @@ class DirectRead:
         self._link: Link | None = None
         self._poller: select.poll | None = None
         self._reclaiming = False
+        #: The loop and descriptor of an asyncio consumer's reader, while registered.
+        self._on_loop: tuple[asyncio.AbstractEventLoop, int] | None = None
         #: A blocking consumer found the role with the engine since the last lend.
         self.wanted = False
         #: A consumer saw what the engine must act on (control frame, error, EOF,
@@ -116,7 +123,7 @@ class DirectRead:
         deadline = None if timeout is None else self._clock.monotonic() + timeout
         buf, view = self._buf, memoryview(self._buf)
         protocol, wake = link.protocol, self._to_consumer[0].fileno()
-        must_poll = True
+        must_poll = link.drained()  # over TLS, decrypted bytes may wait in the SSLSocket
         while True:
             if must_poll:
                 events = poller.poll(self._poll_ms(deadline))
@@ -164,9 +171,11 @@ class DirectRead:
         self.error = error
         self.news = True
 
-    def _leave(self) -> None:
+    def _leave(self, role: int = _CONSUMER) -> None:
+        """A consumer in ``role`` stops reading (the engine may have taken it back)."""
         with self._lock:
-            self._role = _LENT
+            if self._role == role:
+                self._role = _LENT
             self.visits += 1
             self._left_at = self._clock.monotonic()
             wake = self.news or not self._watched
@@ -175,6 +184,75 @@ class DirectRead:
                 self._left.set()
         if wake:
             _send_byte(self._to_engine[1])
+
+    # ------------------------------------------------------------------ asyncio consumer
+
+    def fill_async(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """An asyncio consumer (on ``loop``'s thread) is about to await an empty inbox:
+        True when the socket is now read on ``loop`` until the next batch (the consumer
+        calls :meth:`stop_async` once its wait ends); False when the engine reads now."""
+        with self._lock:
+            if self._role != _LENT or self.news or self._reclaiming or self._on_loop:
+                self.wanted = True
+                return False
+            self._role = _LOOP
+            link = self._link
+            assert link is not None
+            self._on_loop = (loop, link.fileno())
+        loop.add_reader(link.fileno(), self._on_readable, loop, link)
+        if not link.drained():  # decrypted bytes wait in the SSLSocket: no poll shows them
+            loop.call_soon(self._on_readable, loop, link)
+        return True
+
+    def stop_async(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The asyncio consumer's wait ended: stop reading on ``loop`` (its thread)."""
+        with self._lock:
+            mine = self._role == _LOOP
+        self._unregister(loop)
+        if mine:
+            self._leave(_LOOP)
+
+    def _on_readable(self, loop: asyncio.AbstractEventLoop, link: Link) -> None:
+        """The socket is readable (on the loop's thread): one read, delivered as the
+        engine would; the reading stops after a batch or news."""
+        with self._lock:
+            # the engine took the role back: stop listening
+            done = self._role != _LOOP or self._link is not link or self._read_once(link)
+        if done:
+            self.stop_async(loop)
+
+    def _read_once(self, link: Link) -> bool:
+        """Read on the loop (lock held) until a batch, news, or nothing more to read
+        without waiting: True when the wait is over."""
+        buf, protocol = self._buf, link.protocol
+        while True:
+            try:
+                n = link.read_into(buf)
+            except OSError as exc:
+                self._report(exc)
+                return True
+            if n < 0:
+                return False
+            if n == 0:
+                self._report(EOFError(_EOF))
+                return True
+            msgs = protocol.receive_data(memoryview(buf)[:n])
+            if msgs:
+                self._delivery.deliver_read(msgs, protocol.batch_bytes, link.keepalive, force=True)
+            if protocol.has_news or self._delivery.handover_wanted:
+                self.news = True
+                return True
+            if msgs:
+                return True
+            if n < len(buf) and link.drained():
+                return False
+
+    def _unregister(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Remove the loop's reader, if any (on the loop's thread)."""
+        with self._lock:
+            on_loop, self._on_loop = self._on_loop, None
+        if on_loop is not None and on_loop[0] is loop and not loop.is_closed():
+            loop.remove_reader(on_loop[1])
 
     # ------------------------------------------------------------------ engine side
 
@@ -205,6 +283,10 @@ class DirectRead:
             if self._role == _LENT:
                 away = now - self._left_at
                 return away >= AWAY, AWAY - away
+            if self.visits == visits and self._role == _LOOP:
+                # nothing came for a while, or the loop is blocked: read again (then
+                # the loop's next wait gets the role back)
+                return True, AWAY
             if self.visits == visits:  # a consumer waits and nothing came: sleep long
                 self._watched = False
                 return False, math.inf
@@ -226,7 +308,7 @@ class DirectRead:
                 return
             self._reclaiming = True
             self._left.clear()
-            reading = self._role == _CONSUMER
+            reading = self._role == _CONSUMER  # a loop's reader sees the role gone
         while reading:
             _send_byte(self._to_consumer[1])
             self._left.wait(AWAY)
@@ -245,8 +327,13 @@ class DirectRead:
 
     def forget(self) -> None:
         """The connection ends: no consumer may read it any more (the role is the
-        engine's); the wake-up pairs are closed."""
+        engine's); the wake-up pairs are closed, and a loop's reader left registered is
+        removed on its loop."""
         self._link = self._poller = None
+        on_loop = self._on_loop
+        if on_loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to do
+                on_loop[0].call_soon_threadsafe(self._unregister, on_loop[0])
         self.wanted = False
         for s in self._to_consumer + self._to_engine:
             s.close()

@@ -253,8 +253,9 @@ class _Serving:
         while True:
             timers = min(self.link.keepalive.wake_at(), self.policy.wake_at())
             delay = min(timers - clock.monotonic(), wait)
-            self.lent_poller.poll(-1 if delay == math.inf else max(0, math.ceil(delay * 1000)))
-            direct.clear_engine_wake()
+            ms = -1 if delay == math.inf else max(0, math.ceil(delay * 1000))
+            if self.lent_poller.poll(ms):
+                direct.clear_engine_wake()
             if mailbox.pending or direct.news:
                 return
             now = clock.monotonic()
