@@ -32,7 +32,7 @@ def test_the_relay_scenario_runs_both_runners_end_to_end_into_the_report(tmp_pat
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["cases"] == []  # the relay scenario alone
     relay = doc["relay"]
-    assert set(relay["sizes"]) == {"kstlib-relay", "obvious-xadd"}
+    assert set(relay["sizes"]) == {"kstlib-relay", "kstlib-relay-bytes", "obvious-xadd"}
     for runner, n in relay["sizes"].items():
         (run,) = relay["runs"][runner]
         assert run["messages"] == n and run["msg_per_s"] > 0, (runner, run)
