@@ -52,7 +52,7 @@ class InboxFinished(Exception):
         self.error = error
 
 
-def _wake_future(fut: asyncio.Future[None]) -> None:
+def _wake_future(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -60,16 +60,21 @@ def _wake_future(fut: asyncio.Future[None]) -> None:
 class Filler(Protocol):
     """Reads messages into an inbox on the thread of a consumer that waits for them."""
 
-    def fill(self, timeout: float | None) -> bool:
-        """Read for up to ``timeout`` seconds (None: no limit), queueing what comes.
-        True when it had the reading (look at the queue again); False when it cannot
-        read now: wait for the queue (:meth:`Inbox.wake_waiters` says when to retry)."""
+    #: Payload bytes per message of the last batch :meth:`fill` returned.
+    item_bytes: int
+
+    def fill(self, timeout: float | None) -> list[Any] | None:
+        """Read for up to ``timeout`` seconds (None: no limit). A list when it had the
+        reading: messages to hand out after what is queued (it may also have queued
+        some; look at the queue again); None when it cannot read now: wait for the
+        queue (:meth:`Inbox.wake_waiters` says when to retry)."""
         ...
 
-    def fill_async(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Read on ``loop`` (the caller's, which is about to await the queue) until the
-        next batch: True when it does (the caller calls :meth:`stop_async` when its wait
-        ends); False when it cannot read now."""
+    def fill_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> bool:
+        """Read on ``loop`` (the caller's, which is about to await ``fut``) until the
+        next batch, completing ``fut`` with it when it may be handed out as it is: True
+        when it does (the caller calls :meth:`stop_async` when its wait ends); False
+        when it cannot read now."""
         ...
 
     def stop_async(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -109,7 +114,7 @@ class Inbox:
         self._not_full = threading.Condition(self._lock)
         #: Threads waiting in get_batch / put_batch (notify only when someone waits).
         self._getters = self._putters = 0
-        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], int]] = []
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], int]] = []
         self._finished = False
         self._error: BaseException | None = None
         self._interrupted = False
@@ -337,19 +342,26 @@ class Inbox:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return []
-                if not self._fill(remaining):
+                got = self._fill(remaining)
+                if got is None:
                     self._getters += 1
                     try:
                         self._not_empty.wait(remaining)
                     finally:
                         self._getters -= 1
+                elif got:
+                    assert self.filler is not None
+                    if not self._items and (max_items is None or len(got) <= max_items):
+                        self._taken_size = self.filler.item_bytes
+                        return got  # the hot path: read on this thread, handed out as is
+                    self._append(got, self.filler.item_bytes)
             return self._take(max_items)
 
-    def _fill(self, timeout: float | None) -> bool:
+    def _fill(self, timeout: float | None) -> list[Any] | None:
         # Called with the lock held; releases it while the filler reads.
         filler = self.filler
         if filler is None:
-            return False
+            return None
         self._lock.release()
         try:
             return filler.fill(timeout)
@@ -375,23 +387,37 @@ class Inbox:
                     return self._take(max_items)
                 if self._finished:
                     raise InboxFinished(self._error)
-                fut: asyncio.Future[None] = loop.create_future()
+                fut: asyncio.Future[list[Any] | None] = loop.create_future()
                 waiter = (loop, fut, threading.get_ident())
                 self._async_waiters.append(waiter)
-            filler = self.filler
-            reading = filler is not None and filler.fill_async(loop)
-            try:
-                await fut
-            finally:
-                if reading:
-                    assert filler is not None
-                    filler.stop_async(loop)
-                if fut.cancelled() or not fut.done():  # cancelled: forget the waiter
-                    with self._lock:
-                        try:
-                            self._async_waiters.remove(waiter)
-                        except ValueError:
-                            pass
+            got = await self._await_filled(loop, fut, waiter)
+            if got:
+                with self._lock:
+                    assert self.filler is not None
+                    if not self._items and (max_items is None or len(got) <= max_items):
+                        self._taken_size = self.filler.item_bytes
+                        return got  # the hot path: read on this loop, handed out as is
+                    self._append(got, self.filler.item_bytes)
+
+    async def _await_filled(
+        self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[list[Any] | None], waiter: Any
+    ) -> list[Any] | None:
+        """Await ``fut``, the filler reading on ``loop`` meanwhile if it can: a batch it
+        read, or None (look at the queue again)."""
+        filler = self.filler
+        reading = filler is not None and filler.fill_async(loop, fut)
+        try:
+            return await fut
+        finally:
+            if reading:
+                assert filler is not None
+                filler.stop_async(loop)
+            if fut.cancelled() or not fut.done() or fut.result():  # not taken off by a put
+                with self._lock:
+                    try:
+                        self._async_waiters.remove(waiter)
+                    except ValueError:
+                        pass
 
     def drain(self) -> list[Any]:
         """Remove and return everything queued now, without waiting."""

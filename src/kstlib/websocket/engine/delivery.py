@@ -99,6 +99,8 @@ class Delivery:
         self._sequences: SequenceTracker | None = None
         self._dedupe: RecentKeys | None = None
         self._dedupe_until = 0.0
+        self._plain_for: Settings | None = None
+        self._plain = False
 
     # ------------------------------------------------------------------ markers
 
@@ -118,6 +120,23 @@ class Delivery:
         self._dedupe_until = self._clock.monotonic() + DEDUPE_WINDOW
 
     # ------------------------------------------------------------------ delivering
+
+    def plain(self) -> bool:
+        """True when no step of the module docstring changes a batch (no decode
+        callable, sequence, interception, dedupe, ``should_handover``, timestamps,
+        ``on_batch`` or ``on_message``): the batch may go to the consumer as parsed."""
+        s = self._settings()
+        if s is not self._plain_for:
+            self._plain_for = s
+            self._plain = (
+                not callable(s.decode)
+                and s.sequence is None
+                and not (s.should_handover is not None and handover_enabled(s))
+                and not s.timestamps
+                and s.on_batch is None
+                and s.on_message is None
+            )
+        return self._plain and self._dedupe is None and not self.intercept.active
 
     def deliver(self, msgs: list[Any], force: bool = False, nbytes: int = 0) -> float:
         """Hand a batch to the consumer; returns seconds spent held back by it.

@@ -45,7 +45,7 @@ import math
 import select
 import socket
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .clock import Clock
 from .delivery import Delivery
@@ -79,8 +79,10 @@ class DirectRead:
         self._link: Link | None = None
         self._poller: select.poll | None = None
         self._reclaiming = False
-        #: The loop and descriptor of an asyncio consumer's reader, while registered.
-        self._on_loop: tuple[asyncio.AbstractEventLoop, int] | None = None
+        #: The loop, link and descriptor of an asyncio consumer's reader, while
+        #: registered; and whether that consumer waits for a batch now.
+        self._on_loop: tuple[asyncio.AbstractEventLoop, Link, int] | None = None
+        self._loop_fut: asyncio.Future[Any] | None = None
         #: A blocking consumer found the role with the engine since the last lend.
         self.wanted = False
         #: A consumer saw what the engine must act on (control frame, error, EOF,
@@ -88,6 +90,8 @@ class DirectRead:
         self.news = False
         #: The error (or EOF) a consumer's read ended with, for the engine to report.
         self.error: BaseException | None = None
+        #: Payload bytes per message of the last batch :meth:`fill` returned.
+        self.item_bytes = 0
         #: Times a consumer left :meth:`fill`, and when it last did.
         self.visits = 0
         self._left_at = 0.0
@@ -100,26 +104,27 @@ class DirectRead:
 
     # ------------------------------------------------------------------ consumer side
 
-    def fill(self, timeout: float | None) -> bool:
-        """Read the connection into the inbox, waiting up to ``timeout`` seconds (None:
-        no limit) for one batch. True when this thread had the role (the caller looks at
-        the inbox again: messages, or the time is up, or the engine took the role back);
-        False when the engine reads now: wait on the inbox, the engine lends the role at
-        its next idle moment."""
+    def fill(self, timeout: float | None) -> list[Any] | None:
+        """Read the connection for this waiting consumer, up to ``timeout`` seconds
+        (None: no limit) for one batch. Returns the batch when delivery would not change
+        it (:meth:`Delivery.plain`: the caller hands it out as it is, after anything
+        queued), else ``[]`` (the batch went through delivery to the inbox; or the time
+        is up; or the engine took the role back): look at the inbox again. None when
+        the engine reads now: wait on the inbox, the engine lends the role at its next
+        idle moment."""
         with self._lock:
             if self._role != _LENT or self.news or self._reclaiming:
                 self.wanted = True
-                return False
+                return None
             self._role = _CONSUMER
             link = self._link
         assert link is not None and self._poller is not None
         try:
-            self._read(link, self._poller, timeout)
+            return self._read(link, self._poller, timeout)
         finally:
             self._leave()
-        return True
 
-    def _read(self, link: Link, poller: select.poll, timeout: float | None) -> None:
+    def _read(self, link: Link, poller: select.poll, timeout: float | None) -> list[Any]:
         deadline = None if timeout is None else self._clock.monotonic() + timeout
         buf, view = self._buf, memoryview(self._buf)
         protocol, wake = link.protocol, self._to_consumer[0].fileno()
@@ -128,31 +133,42 @@ class DirectRead:
             if must_poll:
                 events = poller.poll(self._poll_ms(deadline))
                 if not events:
-                    return  # the time is up
+                    return []  # the time is up
                 if (len(events) > 1 or events[0][0] == wake) and self._woken():
-                    return
+                    return []
             try:
                 n = link.read_into(buf)
             except OSError as exc:
                 self._report(exc)
-                return
+                return []
             if n < 0:
                 must_poll = True
                 continue
             if n == 0:
                 self._report(EOFError(_EOF))
-                return
+                return []
             msgs = protocol.receive_data(view[:n])
-            if msgs:
-                # past the bounds: this thread empties the queue next, and waiting
-                # for room here would wait for itself
-                self._delivery.deliver_read(msgs, protocol.batch_bytes, link.keepalive, force=True)
+            out = self._hand_over(link, msgs) if msgs else msgs
             if protocol.has_news or self._delivery.handover_wanted:
                 self.news = True
-                return
+                return out
             if msgs:
-                return
+                return out
             must_poll = n < len(buf) and link.drained()
+
+    def _hand_over(self, link: Link, msgs: list[Any]) -> list[Any]:
+        """The batch itself when delivery would not change it; else ``[]`` once it went
+        through delivery to the inbox (past the bounds: this thread empties the queue
+        next, and waiting for room would wait for itself)."""
+        delivery, keepalive = self._delivery, link.keepalive
+        nbytes = link.protocol.batch_bytes
+        if delivery.plain():
+            if keepalive.receive_timeout:
+                keepalive.data_received(self._clock.monotonic())
+            self.item_bytes = nbytes // len(msgs)
+            return msgs
+        delivery.deliver_read(msgs, nbytes, keepalive, force=True)
+        return []
 
     def _poll_ms(self, deadline: float | None) -> int:
         if deadline is None:
@@ -171,11 +187,9 @@ class DirectRead:
         self.error = error
         self.news = True
 
-    def _leave(self, role: int = _CONSUMER) -> None:
-        """A consumer in ``role`` stops reading (the engine may have taken it back)."""
+    def _leave(self) -> None:
         with self._lock:
-            if self._role == role:
-                self._role = _LENT
+            self._role = _LENT
             self.visits += 1
             self._left_at = self._clock.monotonic()
             wake = self.news or not self._watched
@@ -187,72 +201,99 @@ class DirectRead:
 
     # ------------------------------------------------------------------ asyncio consumer
 
-    def fill_async(self, loop: asyncio.AbstractEventLoop) -> bool:
+    def fill_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> bool:
         """An asyncio consumer (on ``loop``'s thread) is about to await an empty inbox:
-        True when the socket is now read on ``loop`` until the next batch (the consumer
-        calls :meth:`stop_async` once its wait ends); False when the engine reads now."""
+        True when the socket is read on ``loop`` for it (the next batch completes its
+        wait; it calls :meth:`stop_async` when the wait ends); False when the engine
+        reads now. A batch delivery would not change completes ``fut`` as it is. The
+        loop's reader stays registered from one wait to the next."""
         with self._lock:
-            if self._role != _LENT or self.news or self._reclaiming or self._on_loop:
+            reg = self._on_loop
+            if self._role == _LOOP and reg is not None and reg[0] is loop:
+                self._loop_fut = fut
+                return True
+            if self._role != _LENT or self.news or self._reclaiming:
                 self.wanted = True
                 return False
-            self._role = _LOOP
+            if reg is not None and reg[0] is not loop:
+                self.wanted = True  # another loop's reader is not gone yet
+                return False
             link = self._link
             assert link is not None
-            self._on_loop = (loop, link.fileno())
-        loop.add_reader(link.fileno(), self._on_readable, loop, link)
+            self._role, self._loop_fut = _LOOP, fut
+        self._register(loop, link)
         if not link.drained():  # decrypted bytes wait in the SSLSocket: no poll shows them
             loop.call_soon(self._on_readable, loop, link)
         return True
 
     def stop_async(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The asyncio consumer's wait ended: stop reading on ``loop`` (its thread)."""
-        with self._lock:
-            mine = self._role == _LOOP
+        """The asyncio consumer's wait ended (on ``loop``'s thread)."""
+        self._loop_fut = None
+
+    def _register(self, loop: asyncio.AbstractEventLoop, link: Link) -> None:
+        reg = self._on_loop
+        if reg is not None and reg[1] is link:
+            return
         self._unregister(loop)
-        if mine:
-            self._leave(_LOOP)
+        fd = link.fileno()
+        loop.add_reader(fd, self._on_readable, loop, link)
+        self._on_loop = (loop, link, fd)
+
+    def _unregister(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Remove the loop's reader, if any (on the loop's thread)."""
+        reg, self._on_loop = self._on_loop, None
+        if reg is not None and reg[0] is loop and not loop.is_closed():
+            loop.remove_reader(reg[2])
 
     def _on_readable(self, loop: asyncio.AbstractEventLoop, link: Link) -> None:
-        """The socket is readable (on the loop's thread): one read, delivered as the
-        engine would; the reading stops after a batch or news."""
+        """The socket is readable (on the loop's thread): read one batch for the waiting
+        consumer. With nobody waiting (the consumer is busy) the reading pauses, so the
+        queue bound holds; with the role gone (the engine took it back) it stops."""
         with self._lock:
-            # the engine took the role back: stop listening
-            done = self._role != _LOOP or self._link is not link or self._read_once(link)
-        if done:
-            self.stop_async(loop)
+            if self._role != _LOOP or self._link is not link:
+                stop = True
+            elif self._loop_fut is None:
+                self._role, self._left_at, stop = _LENT, self._clock.monotonic(), True
+            else:
+                stop = self._read_once(link)
+        if stop:
+            self._unregister(loop)
+            if self.news:
+                _send_byte(self._to_engine[1])
 
     def _read_once(self, link: Link) -> bool:
         """Read on the loop (lock held) until a batch, news, or nothing more to read
-        without waiting: True when the wait is over."""
+        without waiting. True when the reading stops (news: the role goes back)."""
         buf, protocol = self._buf, link.protocol
         while True:
             try:
                 n = link.read_into(buf)
-            except OSError as exc:
+                if n == 0:
+                    raise EOFError(_EOF)
+            except (OSError, EOFError) as exc:
                 self._report(exc)
-                return True
-            if n < 0:
-                return False
-            if n == 0:
-                self._report(EOFError(_EOF))
-                return True
-            msgs = protocol.receive_data(memoryview(buf)[:n])
-            if msgs:
-                self._delivery.deliver_read(msgs, protocol.batch_bytes, link.keepalive, force=True)
-            if protocol.has_news or self._delivery.handover_wanted:
-                self.news = True
-                return True
-            if msgs:
-                return True
-            if n < len(buf) and link.drained():
-                return False
-
-    def _unregister(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Remove the loop's reader, if any (on the loop's thread)."""
-        with self._lock:
-            on_loop, self._on_loop = self._on_loop, None
-        if on_loop is not None and on_loop[0] is loop and not loop.is_closed():
-            loop.remove_reader(on_loop[1])
+            else:
+                if n < 0:
+                    return False
+                msgs = protocol.receive_data(memoryview(buf)[:n])
+                if msgs:
+                    fut, self._loop_fut = self._loop_fut, None  # one batch per wait
+                    got = self._hand_over(link, msgs)
+                    if fut is not None and not fut.done():
+                        fut.set_result(got)
+                    elif got:  # the wait was cancelled meanwhile: keep the batch
+                        self._delivery.deliver_read(
+                            got, protocol.batch_bytes, link.keepalive, force=True
+                        )
+                    self.visits += 1
+                if protocol.has_news or self._delivery.handover_wanted:
+                    self.news = True
+                elif msgs or (n < len(buf) and link.drained()):
+                    return False
+                else:
+                    continue
+            self._role = _LENT
+            return True
 
     # ------------------------------------------------------------------ engine side
 

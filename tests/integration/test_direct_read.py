@@ -1,0 +1,171 @@
+"""The direct read (:mod:`kstlib.websocket.engine.direct`): a consumer waiting in
+``stream()`` / ``recv()`` reads the socket on its own thread (the asyncio front: on its
+loop), and every guarantee of the engine's read stays: order, pings answered while the
+consumer is busy or the loop blocked, the end of the stream, the queue bound."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any
+
+import orjson
+import pytest
+from helpers import no_leaks
+from scripted import ScriptedServer
+from websockets.asyncio.server import ServerConnection
+
+from kstlib.websocket import DisconnectReason, WebSocketClosedError, WebSocketManager, aio
+from kstlib.websocket.engine.direct import AWAY
+from kstlib.websocket.testing import ExchangeSimulator
+
+pytestmark = pytest.mark.timeout(90)
+
+QUIET = {"ping_interval": None, "auto_reconnect": False}
+
+
+async def one_per_go(ws: ServerConnection) -> None:
+    """Sends message ``n`` for the ``n``-th ``go``: nothing arrives unasked."""
+    n = 0
+    async for msg in ws:
+        if msg == "go":
+            n += 1
+            await ws.send(json.dumps({"n": n}))
+
+
+class ReaderThreads:
+    """A ``decode`` that records which thread read each message."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __call__(self, raw: Any) -> Any:
+        self.names.append(threading.current_thread().name)
+        return orjson.loads(raw)
+
+
+def test_a_waiting_consumer_reads_its_messages_on_its_own_thread() -> None:
+    readers = ReaderThreads()
+    with ScriptedServer(one_per_go) as srv, no_leaks():
+        with WebSocketManager(srv.url, decode=readers, **QUIET) as ws:
+            got = []
+            for _ in range(20):
+                ws.send("go")
+                got.append(ws.recv(timeout=30)["n"])
+    assert got == list(range(1, 21))
+    # the engine lends the reading once the consumer waited (after the first message)
+    assert readers.names[2:] == [threading.current_thread().name] * 18
+
+
+def test_an_asyncio_consumer_reads_its_messages_on_its_loop() -> None:
+    readers = ReaderThreads()
+
+    async def main(url: str) -> list[int]:
+        async with aio.WebSocketManager(url, decode=readers, **QUIET) as ws:
+            got = []
+            for _ in range(20):
+                await ws.send("go")
+                got.append((await ws.recv(timeout=30))["n"])
+            return got
+
+    with ScriptedServer(one_per_go) as srv, no_leaks():
+        got = asyncio.run(main(srv.url))
+    assert got == list(range(1, 21))
+    assert readers.names[2:] == [threading.current_thread().name] * 18
+
+
+def busy_consumer_keeps_the_connection(*, asyncio_front: bool) -> tuple[list[int], Any]:
+    """The simulator pings every 0.3 s and closes (1008) when a pong is 3 s late; the
+    consumer stops for 5 s after its 50th message (a busy thread, or a blocked loop)."""
+    with ExchangeSimulator(event_rate=100, ping_interval=0.3, pong_timeout=3.0) as sim:
+        url = sim.stream_url("btcusdt@trade")
+        ids: list[int] = []
+        if asyncio_front:
+
+            async def main() -> Any:
+                async with aio.WebSocketManager(url, ping_interval=None) as ws:
+                    async for msg in ws.stream():
+                        ids.append(msg["t"])
+                        if len(ids) == 50:
+                            time.sleep(5 * AWAY)  # blocks the loop itself
+                        if len(ids) == 700:
+                            return ws.stats
+
+            stats = asyncio.run(main())
+        else:
+            with WebSocketManager(url, ping_interval=None) as ws:
+                for msg in ws.stream():
+                    ids.append(msg["t"])
+                    if len(ids) == 50:
+                        time.sleep(5 * AWAY)
+                    if len(ids) == 700:
+                        break
+                stats = ws.stats
+    return ids, stats
+
+
+@pytest.mark.parametrize("asyncio_front", [False, True], ids=["sync", "asyncio"])
+def test_pings_are_answered_while_the_consumer_is_busy(asyncio_front: bool) -> None:
+    with no_leaks():
+        ids, stats = busy_consumer_keeps_the_connection(asyncio_front=asyncio_front)
+    assert stats.disconnects == 0 and stats.connects == 1
+    assert ids == list(range(ids[0], ids[0] + 700))  # nothing lost, in order
+
+
+async def closes_after(ws: ServerConnection) -> None:
+    for n in range(1, 6):
+        await ws.send(json.dumps({"n": n}))
+    async for msg in ws:
+        if msg == "bye":
+            await ws.close(4001, "done")
+
+
+def test_the_server_closing_while_the_consumer_reads_ends_the_stream() -> None:
+    with ScriptedServer(closes_after) as srv, no_leaks():
+        with WebSocketManager(srv.url, **QUIET) as ws:
+            got = [ws.recv(timeout=30)["n"] for _ in range(5)]
+            ws.send("bye")
+            with pytest.raises(WebSocketClosedError):
+                ws.recv(timeout=30)  # the close frame reached the consumer's read
+            stats = ws.stats
+    assert got == [1, 2, 3, 4, 5]
+    assert stats.disconnects_by_reason == {DisconnectReason.SERVER_CLOSED: 1}
+
+
+FLOOD = 100_000
+
+
+async def floods_on_go(ws: ServerConnection) -> None:
+    async for msg in ws:
+        if msg == "go":
+            for n in range(1, FLOOD + 1):
+                await ws.send(json.dumps({"n": n, "pad": "x" * 100}))
+
+
+def test_a_busy_asyncio_consumer_leaves_the_flood_unread() -> None:
+    """While the consumer task is busy (the loop free), the loop's reader does not
+    read for it: the engine takes over after AWAY and stops at the queue bound, the
+    rest waits in the kernel (back-pressure); then everything arrives, in order."""
+
+    async def main(url: str) -> tuple[list[int], int, int]:
+        got: list[int] = []
+        queued = read = -1
+        async with aio.WebSocketManager(url, queue_size=50, **QUIET) as ws:
+            await ws.send("go")
+            async for msg in ws.stream():
+                got.append(msg["n"])
+                if len(got) == 2000:  # the loop reads by now: then busy, the loop runs
+                    await asyncio.sleep(3 * AWAY)
+                    queued, read = len(ws._inbox), ws.stats.messages_received
+                if len(got) == FLOOD:
+                    break
+        return got, queued, read
+
+    with ScriptedServer(floods_on_go) as srv, no_leaks():
+        got, queued, read = asyncio.run(main(srv.url))
+    assert got == list(range(1, FLOOD + 1))
+    assert queued <= 50
+    # the first read's batch, the bound, and at most a read the engine holds back
+    assert read < FLOOD // 2
