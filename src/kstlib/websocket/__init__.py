@@ -1,7 +1,8 @@
 """kstlib.websocket: a proactive WebSocket client for trading programs.
 
 ``from kstlib.websocket import WebSocketManager`` is the sync, thread-backed client;
-``from kstlib.websocket.aio import WebSocketManager`` is its asyncio adapter.
+``from kstlib.websocket.aio import WebSocketManager`` is its asyncio adapter;
+``merge(*managers)`` (and ``aio.merge``) reads several managers from one loop.
 """
 
 from __future__ import annotations
@@ -49,10 +50,12 @@ __all__ = [
     "WebSocketRequestError",
     "WebSocketStats",
     "WebSocketTimeoutError",
+    "merge",
 ]
 
 if TYPE_CHECKING:
     from kstlib.websocket.manager import WebSocketManager
+    from kstlib.websocket.merging import merge
 
 
 def __getattr__(name: str) -> Any:
@@ -62,4 +65,8 @@ def __getattr__(name: str) -> Any:
         from kstlib.websocket.manager import WebSocketManager
 
         return WebSocketManager
+    if name == "merge":
+        from kstlib.websocket.merging import merge
+
+        return merge
     raise AttributeError(f"module 'kstlib.websocket' has no attribute {name!r}")

@@ -50,8 +50,8 @@ class BaseManager:
         self._started = False
         #: Set by :meth:`shutdown`; other threads may wait on it.
         self.shutdown_event = threading.Event()
-        finalizer = weakref.finalize(self, _abandoned, self._engine)
-        finalizer.atexit = False  # at exit, daemon engine threads end with the process
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._watch()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {redact_url(self.url)} {self.state.name}>"
@@ -187,6 +187,20 @@ class BaseManager:
 
     # ------------------------------------------------------------------ for the fronts
 
+    def _watch(self) -> None:
+        """Arm the warning and the stop for a manager dropped while its engine runs."""
+        if self._finalizer is None or not self._finalizer.alive:
+            self._finalizer = weakref.finalize(self, _abandoned, self._engine)
+            self._finalizer.atexit = False  # at exit, daemon engine threads end with it
+
+    def _stop(self, mode: StopMode) -> None:
+        """End the engine; the manager was closed, so dropping it warns of nothing (and
+        nothing global keeps its engine, whose last error may reference the manager
+        through the frames that caught it)."""
+        self._engine.stop(mode)
+        if self._finalizer is not None:
+            self._finalizer.detach()
+
     def _connect(self, timeout: float | None) -> None:
         """Start the engine and block until connected (see the sync ``connect``)."""
         if self._engine.is_shutdown:
@@ -195,6 +209,7 @@ class BaseManager:
         if self.is_connected:
             return
         self._started = True
+        self._watch()
         since = self._engine.connect_count
         self._engine.start()
         if not self._engine.in_engine_thread:

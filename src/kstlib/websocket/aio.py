@@ -10,11 +10,13 @@
 
 It shares the engine and every non-blocking call with the sync front
 (:class:`~kstlib.websocket._base.BaseManager`). Nothing here blocks the event loop:
-messages arrive through a future that the engine completes with
-``call_soon_threadsafe``; the calls that may wait (connect, close, disconnect, kill,
-send, whose write may wait for a peer that stopped reading) run in a worker thread
-(``asyncio.to_thread``). ``request_disconnect``, ``schedule_reconnect``, ``subscribe``
-and ``unsubscribe`` stay plain calls.
+while a consumer awaits a message, the socket is read on the loop itself (one
+non-blocking read per readiness, :mod:`kstlib.websocket.engine.direct`); otherwise the
+engine thread reads and completes the consumer's future with ``call_soon_threadsafe``.
+``merge(*managers)`` reads several managers in one ``async for``. The calls that may
+wait (connect, close, disconnect, kill, send, whose write may wait for a peer that
+stopped reading) run in a worker thread (``asyncio.to_thread``). ``request_disconnect``,
+``schedule_reconnect``, ``subscribe`` and ``unsubscribe`` stay plain calls.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from kstlib.websocket._stream import drain_async
 from kstlib.websocket.engine import StopMode
 from kstlib.websocket.exceptions import WebSocketClosedError, WebSocketTimeoutError
 from kstlib.websocket.inbox import InboxFinished
+from kstlib.websocket.merging import merge_async as merge
 from kstlib.websocket.models import GAP_MARKERS
 
-__all__ = ["WebSocketManager"]
+__all__ = ["WebSocketManager", "merge"]
 
 
 class WebSocketManager(BaseManager):
@@ -107,13 +110,13 @@ class WebSocketManager(BaseManager):
         await asyncio.to_thread(self._engine.disconnect)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._engine.stop, StopMode.CLOSE)
+        await asyncio.to_thread(self._stop, StopMode.CLOSE)
 
     async def force_close(self) -> None:
-        await asyncio.to_thread(self._engine.stop, StopMode.FORCE)
+        await asyncio.to_thread(self._stop, StopMode.FORCE)
 
     async def shutdown(self) -> None:
-        await asyncio.to_thread(self._engine.stop, StopMode.FORCE)
+        await asyncio.to_thread(self._stop, StopMode.FORCE)
         self.shutdown_event.set()
 
     async def kill(self) -> None:

@@ -94,15 +94,15 @@ class WebSocketManager(BaseManager):
         """Graceful close (closing handshake, at most ``close_timeout``); ends CLOSED.
 
         Idempotent. Queued messages stay readable; ``stream()`` ends after them."""
-        self._engine.stop(StopMode.CLOSE)
+        self._stop(StopMode.CLOSE)
 
     def force_close(self) -> None:
         """Immediate, terminal close: ``is_shutdown`` becomes True."""
-        self._engine.stop(StopMode.FORCE)
+        self._stop(StopMode.FORCE)
 
     def shutdown(self) -> None:
         """``force_close()`` plus ``shutdown_event`` set, for other threads to see."""
-        self._engine.stop(StopMode.FORCE)
+        self._stop(StopMode.FORCE)
         self.shutdown_event.set()
 
     def kill(self) -> None:
