@@ -52,7 +52,8 @@ class InboxFinished(Exception):
         self.error = error
 
 
-def _wake_future(fut: asyncio.Future[Any]) -> None:
+def look_again(fut: asyncio.Future[Any]) -> None:
+    """Complete an asyncio consumer's wait with None: it looks at the queue again."""
     if not fut.done():
         fut.set_result(None)
 
@@ -72,9 +73,10 @@ class Filler(Protocol):
 
     def fill_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> bool:
         """Read on ``loop`` (the caller's, which is about to await ``fut``) until the
-        next batch, completing ``fut`` with it when it may be handed out as it is: True
-        when it does (the caller calls :meth:`stop_async` when its wait ends); False
-        when it cannot read now."""
+        next batch: True when it does, and then completes ``fut`` with the batch (to
+        hand out as it is), or with None when anything else ends the wait (messages
+        queued, the reading taken back); the caller calls :meth:`stop_async` when its
+        wait ends. False when it cannot read now."""
         ...
 
     def stop_async(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -282,10 +284,10 @@ class Inbox:
         here = threading.get_ident()
         for loop, fut, thread in waiters:
             if thread == here:
-                _wake_future(fut)
+                look_again(fut)
                 continue
             try:
-                loop.call_soon_threadsafe(_wake_future, fut)
+                loop.call_soon_threadsafe(look_again, fut)
             except RuntimeError:  # loop closed: nobody is waiting any more
                 pass
 
@@ -381,38 +383,51 @@ class Inbox:
         never blocks the event loop. While it waits, a :attr:`filler` may read the
         messages in on the loop (see :class:`Filler`)."""
         loop = asyncio.get_running_loop()
+        filler = self.filler
         while True:
             with self._lock:
                 if self._items:
                     return self._take(max_items)
                 if self._finished:
                     raise InboxFinished(self._error)
-                fut: asyncio.Future[list[Any] | None] = loop.create_future()
-                waiter = (loop, fut, threading.get_ident())
-                self._async_waiters.append(waiter)
-            got = await self._await_filled(loop, fut, waiter)
+            fut: asyncio.Future[list[Any] | None] = loop.create_future()
+            if filler is None or not filler.fill_async(loop, fut):
+                await self._wait_for_put(loop, fut)
+                continue
+            got = await self._read_on_loop(filler, loop, fut)
             if got:
                 with self._lock:
-                    assert self.filler is not None
                     if not self._items and (max_items is None or len(got) <= max_items):
-                        self._taken_size = self.filler.item_bytes
+                        self._taken_size = filler.item_bytes
                         return got  # the hot path: read on this loop, handed out as is
-                    self._append(got, self.filler.item_bytes)
+                    self._append(got, filler.item_bytes)
 
-    async def _await_filled(
-        self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[list[Any] | None], waiter: Any
+    async def _read_on_loop(
+        self, filler: Filler, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]
     ) -> list[Any] | None:
-        """Await ``fut``, the filler reading on ``loop`` meanwhile if it can: a batch it
-        read, or None (look at the queue again)."""
-        filler = self.filler
-        reading = filler is not None and filler.fill_async(loop, fut)
+        """Await the batch the filler reads on ``loop`` (None: look at the queue again;
+        the filler completes ``fut`` for anything that ends its reading)."""
         try:
-            return await fut
+            if self._items:  # queued just before the reading was lent
+                return None
+            result: list[Any] | None = await fut
+            return result
         finally:
-            if reading:
-                assert filler is not None
-                filler.stop_async(loop)
-            if fut.cancelled() or not fut.done() or fut.result():  # not taken off by a put
+            filler.stop_async(loop)
+
+    async def _wait_for_put(
+        self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]
+    ) -> None:
+        """Await the next put (or the end, or the filler becoming free)."""
+        waiter = (loop, fut, threading.get_ident())
+        with self._lock:
+            if self._items or self._finished:
+                return
+            self._async_waiters.append(waiter)
+        try:
+            await fut
+        finally:
+            if fut.cancelled() or not fut.done():  # cancelled: forget the waiter
                 with self._lock:
                     try:
                         self._async_waiters.remove(waiter)

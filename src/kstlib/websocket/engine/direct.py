@@ -47,6 +47,8 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
+from kstlib.websocket.inbox import look_again
+
 from .clock import Clock
 from .delivery import Delivery
 
@@ -293,7 +295,15 @@ class DirectRead:
                 else:
                     continue
             self._role = _LENT
+            self._end_wait()
             return True
+
+    def _end_wait(self) -> None:
+        """The reading for the waiting asyncio consumer stops: it looks at the queue
+        again (on the loop's thread, lock held)."""
+        fut, self._loop_fut = self._loop_fut, None
+        if fut is not None:
+            look_again(fut)
 
     # ------------------------------------------------------------------ engine side
 
@@ -347,9 +357,11 @@ class DirectRead:
         with self._lock:
             if self._role == _ENGINE:
                 return
+            if self._role == _LOOP:
+                self._wake_loop()  # its reader sees the role gone
             self._reclaiming = True
             self._left.clear()
-            reading = self._role == _CONSUMER  # a loop's reader sees the role gone
+            reading = self._role == _CONSUMER
         while reading:
             _send_byte(self._to_consumer[1])
             self._left.wait(AWAY)
@@ -359,6 +371,14 @@ class DirectRead:
             self._role = _ENGINE
             self._reclaiming = False
         self.clear_engine_wake()
+
+    def _wake_loop(self) -> None:
+        """The asyncio consumer waiting for the loop's reading looks at the queue
+        again (from the engine thread, lock held)."""
+        fut, reg = self._loop_fut, self._on_loop
+        if fut is not None and reg is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                reg[0].call_soon_threadsafe(look_again, fut)
 
     def take_error(self) -> BaseException | None:
         """What a consumer's read ended with (once); clears ``news``."""
