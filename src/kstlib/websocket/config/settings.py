@@ -388,8 +388,9 @@ class Settings:
     on_gap: Callable[[Gap], None] | None = _option(
         None,
         _CALLBACK,
-        "``on_gap(gap)``, run on the engine thread for each sequence gap (e.g. to "
-        "resynchronise an order book from a snapshot).",
+        "``on_gap(gap)``, called for each sequence gap (e.g. to resynchronise an order "
+        "book from a snapshot), on the thread that reads: the engine thread, or a "
+        "consumer waiting in ``stream()`` / ``recv()`` (see ``engine/direct.py``).",
         keyword_only=True,
     )
     timestamps: bool = _option(

@@ -14,6 +14,7 @@ Parts, one job each (the protocol rules themselves are in
 ``supervisor``       the thread's loop: attempts, backoff, what follows each ending
 ``connector``        handshake + codec + protocol, subscriptions, entering CONNECTED
 ``read_loop``        serving one connection: read, deliver, answer, commands, timers
+``direct``           the reading lent to a consumer waiting in ``stream()`` / ``recv()``
 ``control``          keepalive pings out, the peer's control frames answered
 ``handover``         make-before-break rotation of the current connection
 ``overlap``          pure: where the old and the new stream of a handover stand
@@ -34,8 +35,9 @@ Parts, one job each (the protocol rules themselves are in
 
 Threads:
 
-* The engine thread is the only reader of the current socket and the only one that
-  changes the connection state once it runs (before it starts and after it ended, the
+* The engine thread reads the current socket, except while it lends the reading to a
+  consumer waiting for messages (:mod:`.direct`); it is the only one that changes the
+  connection state once it runs (before it starts and after it ended, the
   caller of ``start()`` / ``stop()`` does, under the control lock). It exists from
   ``connect()`` until the manager is *dead* (nothing will reconnect by itself).
 * A connection replaced by a handover is read by a short-lived closer thread until its
