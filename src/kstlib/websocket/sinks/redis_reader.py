@@ -15,6 +15,17 @@ those classes (hidden with ``events=False``). What was handed out is acknowledge
 what it was handed but had not acknowledged again when it restarts with the same
 ``consumer`` name (give each concurrent reader of a group its own name).
 
+Reading ahead: when a reply with entries arrives, the reader sends the next ``XACK`` (of
+what it had handed out until then) and ``XREADGROUP`` (without ``BLOCK``: what is there)
+on the connection *before* it hands the batch out, and reads that reply at its next
+round trip, so Redis prepares the next batch while the consumer works on this one.
+After a reply without entries it waits with a blocking read instead. So up to two
+batches (``2 * count`` entries) are delivered to this consumer and pending at a time,
+one of them not yet handed out: a reader that stops or crashes leaves those pending
+(read again by the same ``consumer`` name), never lost and never handed out twice by
+one reader. A reader that ends reads the reply of its read ahead (one round trip: it
+did not block) before its last ``XACK``.
+
 The group is created at ``start`` if missing (``"0"``: everything the stream still
 holds; ``"$"``: only what comes next). The bus going away is survived: the reader
 reconnects with backoff (``reconnect_delay`` doubled up to ``reconnect_delay_max``),
@@ -72,6 +83,7 @@ class _RedisReader(ReaderCore):
         self.timeout = max(self.timeout, self.block + 5.0)
         self._errors = redis_errors()
         self._conn: Any = None
+        self._ahead = 0  # replies owed by the connection for the commands sent ahead
 
     def handed_out(self, batch: ReadBatch, n: int) -> None:
         """The first ``n`` items of ``batch`` are acknowledged with the next read."""
@@ -83,9 +95,14 @@ class _RedisReader(ReaderCore):
             socket_connect_timeout=self.timeout,
         )  # fmt: skip
 
-    def _packed(self) -> tuple[bytes, int]:
-        cmds = self.cursor.commands()
+    def _packed(self, block: bool = True) -> tuple[bytes, int]:
+        cmds = self.cursor.commands(block)
         return b"".join(pack(c) for c in cmds), len(cmds)
+
+    def _ahead_wanted(self) -> bool:
+        """Send the next read before handing this batch out: the last reply had entries
+        and the reader is not closing."""
+        return self.cursor.read_ahead() and not self._closed.is_set()
 
     def _unless_nogroup(self, exc: BaseException) -> None:
         """Raise ``exc`` unless the server lost the stream and its group (they are
@@ -107,10 +124,17 @@ class _RedisReader(ReaderCore):
         return self.cursor.on_reply(replies[-1])
 
     def _ack_command(self) -> bytes | None:
-        """The ``XACK`` owed when the iteration ends, if any and connected."""
-        if self.cursor.to_ack and self._conn is not None:
-            return pack(self.cursor.commands()[0])
-        return None
+        """The ``XACK`` owed when the iteration ends, if any."""
+        return pack(self.cursor.commands()[0]) if self.cursor.to_ack else None
+
+    def _take_connection(self) -> tuple[Any, int]:
+        """The connection (None if none) and how many replies it owes for what was sent
+        ahead; the reader is left without both, so a second ``_finish`` running at the
+        same time (an asyncio generator's finalizer while ``async with`` exits) finds
+        nothing to do."""
+        conn, ahead = self._conn, self._ahead
+        self._conn, self._ahead = None, 0
+        return conn, ahead
 
 
 class RedisReader(_RedisReader, SyncReader):
@@ -119,8 +143,10 @@ class RedisReader(_RedisReader, SyncReader):
     def _round_trip(self) -> ReadBatch | None:
         try:
             conn = self._connection()
-            data, n = self._packed()
-            conn.send_packed_command([data], check_health=False)
+            n, self._ahead = self._ahead, 0
+            if not n:  # nothing read ahead: send the read now (blocking for new entries)
+                data, n = self._packed()
+                conn.send_packed_command([data], check_health=False)
             replies = [conn.read_response() for _ in range(n)]
         except self._errors:
             self._drop()
@@ -130,7 +156,22 @@ class RedisReader(_RedisReader, SyncReader):
             self._unless_nogroup(exc)
             self._drop()
             return None
-        return self._replied(replies)
+        batch = self._replied(replies)
+        if self._ahead_wanted():
+            self._send_ahead(conn)
+        return batch
+
+    def _send_ahead(self, conn: Any) -> None:
+        """Send the next ``XACK`` + ``XREADGROUP`` (not blocking); their replies are read
+        by the next round trip. A failure drops the connection (the next round trip
+        reconnects); the batch at hand is handed out all the same."""
+        data, n = self._packed(block=False)
+        try:
+            conn.send_packed_command([data], check_health=False)
+        except self._errors:
+            self._drop()
+            return
+        self._ahead = n
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -145,21 +186,30 @@ class RedisReader(_RedisReader, SyncReader):
         return self._conn
 
     def _drop(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._ahead = self._conn, None, 0
         if conn is not None:
             conn.disconnect()
 
     def _finish(self) -> None:
-        """Acknowledge what was handed out (if the bus is there), then disconnect."""
-        command = self._ack_command()
-        if command is not None:
-            try:
-                self._conn.send_packed_command([command])
-                self._conn.read_response()
+        """Take the replies of what was sent ahead (an ``XACK`` counts; the entries read
+        ahead stay pending, read again after the next connect), acknowledge what was
+        handed out (if the bus is there), then disconnect."""
+        conn, ahead = self._take_connection()
+        if conn is None:
+            return
+        try:
+            replies = [conn.read_response() for _ in range(ahead)]
+            if len(replies) == 2:
                 self.cursor.acked()
-            except (*self._errors, self._redis.ResponseError):
-                pass
-        self._drop()
+            command = self._ack_command()
+            if command is not None:
+                conn.send_packed_command([command])
+                conn.read_response()
+                self.cursor.acked()
+        except (*self._errors, self._redis.ResponseError):
+            pass
+        finally:
+            conn.disconnect()
 
 
 class AsyncRedisReader(_RedisReader, AsyncReader):
@@ -168,8 +218,10 @@ class AsyncRedisReader(_RedisReader, AsyncReader):
     async def _round_trip(self) -> ReadBatch | None:
         try:
             conn = await self._connection()
-            data, n = self._packed()
-            await conn.send_packed_command([data], check_health=False)
+            n, self._ahead = self._ahead, 0
+            if not n:  # nothing read ahead: send the read now (blocking for new entries)
+                data, n = self._packed()
+                await conn.send_packed_command([data], check_health=False)
             replies = [await conn.read_response() for _ in range(n)]
         except self._errors:
             await self._drop()
@@ -179,7 +231,20 @@ class AsyncRedisReader(_RedisReader, AsyncReader):
             self._unless_nogroup(exc)
             await self._drop()
             return None
-        return self._replied(replies)
+        batch = self._replied(replies)
+        if self._ahead_wanted():
+            await self._send_ahead(conn)
+        return batch
+
+    async def _send_ahead(self, conn: Any) -> None:
+        """As :meth:`RedisReader._send_ahead`."""
+        data, n = self._packed(block=False)
+        try:
+            await conn.send_packed_command([data], check_health=False)
+        except self._errors:
+            await self._drop()
+            return
+        self._ahead = n
 
     async def _connection(self) -> Any:
         if self._conn is None:
@@ -195,18 +260,25 @@ class AsyncRedisReader(_RedisReader, AsyncReader):
         return self._conn
 
     async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._ahead = self._conn, None, 0
         if conn is not None:
             await conn.disconnect()
 
     async def _finish(self) -> None:
-        """Acknowledge what was handed out (if the bus is there), then disconnect."""
-        command = self._ack_command()
-        if command is not None:
-            try:
-                await self._conn.send_packed_command([command])
-                await self._conn.read_response()
+        """As :meth:`RedisReader._finish`, without blocking the loop."""
+        conn, ahead = self._take_connection()
+        if conn is None:
+            return
+        try:
+            replies = [await conn.read_response() for _ in range(ahead)]
+            if len(replies) == 2:
                 self.cursor.acked()
-            except (*self._errors, self._redis.ResponseError):
-                pass
-        await self._drop()
+            command = self._ack_command()
+            if command is not None:
+                await conn.send_packed_command([command])
+                await conn.read_response()
+                self.cursor.acked()
+        except (*self._errors, self._redis.ResponseError):
+            pass
+        finally:
+            await conn.disconnect()
