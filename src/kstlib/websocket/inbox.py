@@ -394,26 +394,16 @@ class Inbox:
             if filler is None or not filler.fill_async(loop, fut):
                 await self._wait_for_put(loop, fut)
                 continue
-            got = await self._read_on_loop(filler, loop, fut)
+            try:  # the filler completes fut with a batch, or None for anything else
+                got = None if self._items else await fut  # (queued before it lent)
+            finally:
+                filler.stop_async(loop)
             if got:
                 with self._lock:
                     if not self._items and (max_items is None or len(got) <= max_items):
                         self._taken_size = filler.item_bytes
                         return got  # the hot path: read on this loop, handed out as is
                     self._append(got, filler.item_bytes)
-
-    async def _read_on_loop(
-        self, filler: Filler, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]
-    ) -> list[Any] | None:
-        """Await the batch the filler reads on ``loop`` (None: look at the queue again;
-        the filler completes ``fut`` for anything that ends its reading)."""
-        try:
-            if self._items:  # queued just before the reading was lent
-                return None
-            result: list[Any] | None = await fut
-            return result
-        finally:
-            filler.stop_async(loop)
 
     async def _wait_for_put(
         self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]

@@ -74,6 +74,7 @@ class DirectRead:
         self._delivery = delivery
         self._clock = clock
         self._buf = buf
+        self._view = memoryview(buf)
         self._lock = threading.Lock()
         #: Set when a consumer leaves while the engine reclaims the role.
         self._left = threading.Event()
@@ -128,7 +129,7 @@ class DirectRead:
 
     def _read(self, link: Link, poller: select.poll, timeout: float | None) -> list[Any]:
         deadline = None if timeout is None else self._clock.monotonic() + timeout
-        buf, view = self._buf, memoryview(self._buf)
+        buf, view = self._buf, self._view
         protocol, wake = link.protocol, self._to_consumer[0].fileno()
         must_poll = link.drained()  # over TLS, decrypted bytes may wait in the SSLSocket
         while True:
@@ -277,7 +278,7 @@ class DirectRead:
             else:
                 if n < 0:
                     return False
-                msgs = protocol.receive_data(memoryview(buf)[:n])
+                msgs = protocol.receive_data(self._view[:n])
                 if msgs:
                     fut, self._loop_fut = self._loop_fut, None  # one batch per wait
                     got = self._hand_over(link, msgs)
