@@ -13,9 +13,12 @@ Who reads the current connection (the *role*), under one small lock:
 * ``ENGINE``: the engine thread; always during connect, handover, closing, and while it
   acts on what a consumer saw;
 * ``LENT``: the engine lent the role and no consumer is reading at this moment;
-* ``CONSUMER``: a consumer thread is inside :meth:`DirectRead.fill`.
+* ``CONSUMER``: a consumer thread is inside :meth:`DirectRead.fill`, polling the socket;
+* ``LOOP``: an asyncio loop has a reader on the socket for its waiting consumer
+  (:meth:`DirectRead.fill_async`); each read runs on the loop, under the lock, only
+  while that consumer waits, so the engine takes this role back at once.
 
-The engine lends only when a blocking consumer asked (:meth:`fill` found the role taken)
+The engine lends only when a waiting consumer asked (:meth:`fill` found the role taken)
 and only on the hot path (no ``on_message`` / ``on_batch``: those run on the engine
 thread). It takes the role back (:meth:`reclaim`, which interrupts a consumer's
 ``poll``) before it acts: on a command, a timer, a control frame, an error or the end
@@ -33,7 +36,8 @@ queue), so the queue may exceed its bound by one read (256 KiB of frames).
 Callbacks that run in delivery (``decode``, ``on_gap``, ``should_handover``,
 ``dedupe_key``, ``sequence``) run on whichever thread reads.
 
-Thread-safety: :meth:`fill` from any consumer thread; the other methods belong to the
+Thread-safety: :meth:`fill` from any consumer thread; :meth:`fill_async` and
+:meth:`stop_async` on the consumer's loop thread; the other public methods belong to the
 engine thread.
 """
 
