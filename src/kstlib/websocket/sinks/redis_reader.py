@@ -43,6 +43,7 @@ Thread-safety: one thread (or task) iterates a reader; ``close()`` may come from
 from __future__ import annotations
 
 import asyncio
+from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from ._extras import require
@@ -56,6 +57,18 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is Python >= 3.11
 
 __all__ = ["AsyncRedisReader", "RedisReader"]
+
+
+def _pack(command: list[bytes]) -> bytes:
+    """``command`` as RESP; an ``XACK``'s ids (thousands, mostly of one length: entry ids
+    written in the same millisecond) joined a run of equal lengths at a time."""
+    if command[0] != b"XACK":
+        return pack(command)
+    parts = [b"*%d\r\n" % len(command)]
+    for size, run in groupby(command, len):  # XACK, stream, group, then the ids
+        head = b"$%d\r\n" % size
+        parts += (head, (b"\r\n" + head).join(run), b"\r\n")
+    return b"".join(parts)
 
 
 class _RedisReader(ReaderCore):
@@ -97,7 +110,7 @@ class _RedisReader(ReaderCore):
 
     def _packed(self, block: bool = True) -> tuple[bytes, int]:
         cmds = self.cursor.commands(block)
-        return b"".join(pack(c) for c in cmds), len(cmds)
+        return b"".join(map(_pack, cmds)), len(cmds)
 
     def _ahead_wanted(self) -> bool:
         """Send the next read before handing this batch out: the last reply had entries
