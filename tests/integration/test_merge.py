@@ -143,6 +143,41 @@ def test_a_manager_that_ends_with_an_error_raises_it_from_the_merge() -> None:
     assert on_server(body) == COUNT  # everything a queued came before the error
 
 
+async def one_per_go(ws: ServerConnection) -> None:
+    n = 0
+    async for msg in ws:
+        if msg == "go":
+            n += 1
+            await ws.send(json.dumps({"n": n}))
+
+
+def test_merge_reads_the_sockets_itself_on_its_thread() -> None:
+    """Once the engines lend their reading, one poll on the merging thread reads every
+    socket: the messages are parsed and decoded there."""
+    names: list[str] = []
+
+    def decode(raw: Any) -> Any:
+        names.append(threading.current_thread().name)
+        return json.loads(raw)
+
+    def body(url: str) -> list[list[int]]:
+        opts = {"decode": decode, **QUIET}
+        with WebSocketManager(url, **opts) as a, WebSocketManager(url, **opts) as b:
+            merged, pairs = merge(a, b), []
+            for _ in range(20):
+                a.send("go")
+                b.send("go")
+                pairs += [next(merged), next(merged)]
+            merged.close()
+            return per_source(pairs, a, b)
+
+    with ScriptedServer(one_per_go) as srv, no_leaks():
+        got = body(srv.url)
+        gc.collect()
+    assert got == [list(range(1, 21))] * 2
+    assert names[-20:] == [threading.current_thread().name] * 20
+
+
 def test_merge_refuses_nothing_and_duplicates() -> None:
     with pytest.raises(ValueError):
         merge()

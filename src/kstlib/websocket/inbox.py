@@ -52,7 +52,7 @@ class InboxFinished(Exception):
         self.error = error
 
 
-def look_again(fut: asyncio.Future[Any]) -> None:
+def look_again(fut: Any) -> None:
     """Complete an asyncio consumer's wait with None: it looks at the queue again."""
     if not fut.done():
         fut.set_result(None)

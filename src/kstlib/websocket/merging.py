@@ -22,9 +22,12 @@ Rules, the same as ``stream()``'s for each manager:
   next ``stream()`` / ``recv()`` / ``merge()``;
 * a manager never connected is connected first (as ``stream()`` does).
 
-The sync :func:`merge` waits on every manager's :meth:`~WebSocketManager.fileno` at once
-(one ``poll``), then drains the ready ones: one thread, any number of managers. The
-asyncio twin is :func:`kstlib.websocket.aio.merge`.
+The sync :func:`merge` is one thread on one ``poll``: over the sockets of the managers
+whose engine lends it the reading (:mod:`kstlib.websocket.engine.direct`: a message
+costs that thread one wake-up, whatever the number of managers), and over every
+manager's :meth:`~WebSocketManager.fileno` for what the engines deliver themselves. The
+asyncio twin is :func:`kstlib.websocket.aio.merge` (one task per manager; the reads run
+on the loop).
 
 Thread-safety: a merge is one iterator for one thread; the managers stay usable from
 any thread (``send``, ``subscribe``, ``close``...).
@@ -35,7 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import select
-from collections.abc import AsyncIterator, Iterator
+import socket
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from kstlib.websocket.inbox import InboxFinished
@@ -71,28 +77,157 @@ def _check(managers: tuple[Any, ...]) -> None:
 
 def _merged(managers: list[WebSocketManager], events: bool) -> Iterator[tuple[Any, Any]]:
     hides = {id(m): m._hide_markers(events) for m in managers}
-    poller = select.poll()
-    by_fd = {}
-    for m in managers:
+    poller = _Poller()
+    live = {m.fileno(): m for m in managers}  # by the descriptor of each inbox's signal
+    for fd in live:
+        poller.watch(fd)
+    unread: list[Any] = list(managers)  # managers whose socket this thread does not read
+    done: list[_Slot] = []  # direct reads that ended, in the order they did
+    ready = list(managers)  # look at each queue once before the first wait
+    try:
+        while live:
+            for m in ready:
+                batch = _queued(m, poller, live)
+                hide = hides[id(m)]
+                if hide is not None and hide():
+                    batch = [item for item in batch if type(item) not in GAP_MARKERS]
+                yield from _handed_out(m, batch)
+            if not live:
+                break
+            unread = [m for m in unread if not _read_for(m, poller, done)]
+            ready = [live[fd] for fd in poller.run_once(busy=bool(done)) if fd in live]
+            finished = done[:]  # the slots keep appending to this same list
+            done.clear()
+            for slot in finished:
+                slot.manager._engine.direct.stop_async(poller)
+                unread.append(slot.manager)
+                if slot.result:
+                    yield from _handed_out(slot.manager, slot.result)
+                else:  # delivered to the queue, or the reading was taken back
+                    ready.append(slot.manager)
+    finally:
+        for m in managers:
+            m._engine.direct.detach(poller)
+        poller.close()
+
+
+def _read_for(m: WebSocketManager, poller: _Poller, done: list[_Slot]) -> bool:
+    """Read ``m``'s socket on this thread from now on, if its engine lends it (True);
+    True as well once ``m``'s stream ended (nothing to read any more)."""
+    return m._inbox.finished or m._engine.direct.fill_async(poller, _Slot(m, done))
+
+
+def _queued(m: WebSocketManager, poller: _Poller, live: dict[int, Any]) -> list[Any]:
+    """What ``m`` has queued now; an ended stream leaves the merge (or raises)."""
+    try:
+        return m._inbox.get_batch(timeout=0.0)
+    except InboxFinished as end:
+        if end.error is not None:
+            raise end.error from None
         fd = m.fileno()
-        by_fd[fd] = m
-        poller.register(fd, select.POLLIN)
-    ready = list(managers)  # look at each once before the first wait
-    while by_fd:
-        for m in ready:
-            try:
-                batch = m._inbox.get_batch(timeout=0.0)
-            except InboxFinished as end:
-                if end.error is not None:
-                    raise end.error from None
-                poller.unregister(m.fileno())
-                del by_fd[m.fileno()]
-                continue
-            hide = hides[id(m)]
-            if hide is not None and hide():
-                batch = [item for item in batch if type(item) not in GAP_MARKERS]
-            yield from _handed_out(m, batch)
-        ready = [by_fd[fd] for fd, _ in poller.poll()] if by_fd else []
+        poller.forget(fd)
+        live.pop(fd, None)
+        return []
+
+
+class _Slot:
+    """One wait of a direct read: completed with a batch, or None (look at the queue),
+    it joins ``done``."""
+
+    __slots__ = ("_done", "_list", "manager", "result")
+
+    def __init__(self, manager: Any, done: list[_Slot]) -> None:
+        self.manager = manager
+        self.result: list[Any] | None = None
+        self._done = False
+        self._list = done
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: Any, /) -> None:
+        self.result, self._done = result, True
+        self._list.append(self)
+
+
+class _Poller:
+    """The smallest event loop the direct read needs (:class:`~kstlib.websocket.engine.
+    direct.Reactor`), on one ``poll``, plus plain descriptors to watch. Its thread runs
+    :meth:`run_once`; other threads may only :meth:`call_soon_threadsafe`."""
+
+    def __init__(self) -> None:
+        # epoll where there is one: its cost is per ready descriptor, poll's per watched
+        self._poll: Any = select.epoll() if hasattr(select, "epoll") else select.poll()
+        self._readers: dict[int, tuple[Callable[..., object], tuple[Any, ...]]] = {}
+        self._soon: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        for s in (self._wake_r, self._wake_w):
+            s.setblocking(False)
+        self._poll.register(self._wake_r.fileno(), select.POLLIN)
+        self._closed = False
+
+    def watch(self, fd: int) -> None:
+        self._poll.register(fd, select.POLLIN)
+
+    def forget(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, OSError):
+            self._poll.unregister(fd)
+
+    def add_reader(self, fd: int, callback: Callable[..., object], *args: Any) -> None:
+        self._readers[fd] = (callback, args)
+        try:
+            self._poll.register(fd, select.POLLIN)
+        except FileExistsError:  # epoll: watched already
+            self._poll.modify(fd, select.POLLIN)
+
+    def remove_reader(self, fd: int) -> bool:
+        if self._readers.pop(fd, None) is None:
+            return False
+        self.forget(fd)
+        return True
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
+        self._soon.append((callback, args))
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("merge() has ended")
+            self._soon.append((callback, args))
+        with contextlib.suppress(OSError):  # a byte is pending already
+            self._wake_w.send(b"\0")
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def run_once(self, *, busy: bool) -> list[int]:
+        """Wait (not at all when ``busy`` or a call is due), run the readers that are
+        ready and the calls due; returns the watched descriptors that are ready."""
+        events = self._poll.poll(0 if busy or self._soon else -1)  # same in s and ms
+        ready = []
+        for fd, _ in events:
+            reader = self._readers.get(fd)
+            if reader is not None:
+                reader[0](*reader[1])
+            elif fd == self._wake_r.fileno():
+                with contextlib.suppress(OSError):
+                    self._wake_r.recv(4096)
+            else:
+                ready.append(fd)
+        with self._lock:
+            soon, self._soon = self._soon, deque()
+        for callback, args in soon:
+            callback(*args)
+        return ready
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        if hasattr(self._poll, "close"):
+            self._poll.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 def _handed_out(m: WebSocketManager, batch: list[Any]) -> Iterator[tuple[Any, Any]]:

@@ -122,6 +122,11 @@ class Engine:
         return self._rt.state.connect_count
 
     @property
+    def direct(self) -> DirectRead:
+        """The reading this engine lends to a waiting consumer (see :mod:`.direct`)."""
+        return self._rt.direct
+
+    @property
     def markers_enabled(self) -> bool:
         return self._rt.delivery.markers
 

@@ -43,13 +43,13 @@ engine thread.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import select
 import socket
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kstlib.websocket.inbox import look_again
 
@@ -59,7 +59,7 @@ from .delivery import Delivery
 if TYPE_CHECKING:
     from .link import Link
 
-__all__ = ["AWAY", "DirectRead"]
+__all__ = ["AWAY", "DirectRead", "Reactor", "Waiter"]
 
 #: Seconds the lent role may stay unused before the engine reads again. Each look costs
 #: the engine thread a wake-up, so it is long next to a message gap at trading rates; a
@@ -68,6 +68,32 @@ __all__ = ["AWAY", "DirectRead"]
 AWAY = 1.0
 
 _ENGINE, _LENT, _CONSUMER, _LOOP = 0, 1, 2, 3
+
+
+class Reactor(Protocol):
+    """What the loop reading needs of an event loop: an asyncio loop, or the poller of
+    a sync ``merge()`` (:mod:`kstlib.websocket.merging`)."""
+
+    def add_reader(self, fd: int, callback: Callable[..., object], *args: Any) -> None: ...
+
+    def remove_reader(self, fd: int) -> bool: ...
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> object: ...
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> object: ...
+
+    def is_closed(self) -> bool: ...
+
+
+class Waiter(Protocol):
+    """A consumer's wait that the loop reading completes: an asyncio future, or a
+    ``merge()`` slot."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Any, /) -> None: ...
+
+
 _EOF = "connection closed by peer (EOF)"
 
 
@@ -88,8 +114,10 @@ class DirectRead:
         self._reclaiming = False
         #: The loop, link and descriptor of an asyncio consumer's reader, while
         #: registered; and whether that consumer waits for a batch now.
-        self._on_loop: tuple[asyncio.AbstractEventLoop, Link, int] | None = None
-        self._loop_fut: asyncio.Future[Any] | None = None
+        self._on_loop: tuple[Reactor, Link, int] | None = None
+        self._loop_fut: Waiter | None = None
+        #: A loop that found the role taken: woken when it is lent.
+        self._wanting: Reactor | None = None
         #: A blocking consumer found the role with the engine since the last lend.
         self.wanted = False
         #: A consumer saw what the engine must act on (control frame, error, EOF,
@@ -208,7 +236,7 @@ class DirectRead:
 
     # ------------------------------------------------------------------ asyncio consumer
 
-    def fill_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> bool:
+    def fill_async(self, loop: Reactor, fut: Waiter) -> bool:
         """An asyncio consumer (on ``loop``'s thread) is about to await an empty inbox:
         True when the socket is read on ``loop`` for it (the next batch completes its
         wait; it calls :meth:`stop_async` when the wait ends); False when the engine
@@ -220,7 +248,7 @@ class DirectRead:
                 self._loop_fut = fut
                 return True
             if self._role != _LENT or self.news or self._reclaiming:
-                self.wanted = True
+                self.wanted, self._wanting = True, loop
                 return False
             if reg is not None and reg[0] is not loop:
                 self.wanted = True  # another loop's reader is not gone yet
@@ -233,11 +261,23 @@ class DirectRead:
             loop.call_soon(self._on_readable, loop, link)
         return True
 
-    def stop_async(self, loop: asyncio.AbstractEventLoop) -> None:
+    def stop_async(self, loop: Reactor) -> None:
         """The asyncio consumer's wait ended (on ``loop``'s thread)."""
         self._loop_fut = None
 
-    def _register(self, loop: asyncio.AbstractEventLoop, link: Link) -> None:
+    def detach(self, loop: Reactor) -> None:
+        """``loop`` stops reading for good (on its thread): its reader goes, the role
+        returns to the engine's care."""
+        with self._lock:
+            reg = self._on_loop
+            if reg is None or reg[0] is not loop:
+                return
+            if self._role == _LOOP:
+                self._role, self._left_at = _LENT, self._clock.monotonic()
+            self._loop_fut = None
+        self._unregister(loop)
+
+    def _register(self, loop: Reactor, link: Link) -> None:
         reg = self._on_loop
         if reg is not None and reg[1] is link:
             return
@@ -246,13 +286,17 @@ class DirectRead:
         loop.add_reader(fd, self._on_readable, loop, link)
         self._on_loop = (loop, link, fd)
 
-    def _unregister(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Remove the loop's reader, if any (on the loop's thread)."""
-        reg, self._on_loop = self._on_loop, None
-        if reg is not None and reg[0] is loop and not loop.is_closed():
+    def _unregister(self, loop: Reactor, link: Link | None = None) -> None:
+        """Remove the loop's reader, if any (of ``link`` only, if given; on the loop's
+        thread)."""
+        reg = self._on_loop
+        if reg is None or reg[0] is not loop or (link is not None and reg[1] is not link):
+            return
+        self._on_loop = None
+        if not loop.is_closed():
             loop.remove_reader(reg[2])
 
-    def _on_readable(self, loop: asyncio.AbstractEventLoop, link: Link) -> None:
+    def _on_readable(self, loop: Reactor, link: Link) -> None:
         """The socket is readable (on the loop's thread): read one batch for the waiting
         consumer. With nobody waiting (the consumer is busy) the reading pauses, so the
         queue bound holds; with the role gone (the engine took it back) it stops."""
@@ -331,6 +375,10 @@ class DirectRead:
             self._watched = True
             self._left_at = self._clock.monotonic()
             self._role = _LENT
+            wanting, self._wanting = self._wanting, None
+        if wanting is not None:  # a loop asked: it may take the role now
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                wanting.call_soon_threadsafe(_nothing)
 
     def check_in(self, visits: int, now: float) -> tuple[bool, float]:
         """The engine's periodic look while the role is lent (``visits``: the count at
@@ -399,7 +447,7 @@ class DirectRead:
         on_loop = self._on_loop
         if on_loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to do
-                on_loop[0].call_soon_threadsafe(self._unregister, on_loop[0])
+                on_loop[0].call_soon_threadsafe(self._unregister, on_loop[0], on_loop[1])
         self.wanted = False
         for s in self._to_consumer + self._to_engine:
             s.close()
@@ -417,6 +465,10 @@ def _pair() -> tuple[socket.socket, socket.socket]:
 _NO_PAIR: tuple[socket.socket, socket.socket] = _pair()
 for _s in _NO_PAIR:
     _s.close()
+
+
+def _nothing() -> None:
+    """A call that only wakes a loop up."""
 
 
 def _send_byte(sock: socket.socket) -> None:
