@@ -13,10 +13,12 @@
   ``events=False`` and entries that are not records with the next read too; an ``XACK``
   may be in flight while more is handed out: :meth:`GroupCursor.acked` forgets only the
   ids that :meth:`GroupCursor.commands` put in it;
-* a reader may send the next read before it hands the current batch out (read ahead):
+* a reader may send the next read before it decodes and hands out the current batch
+  (read ahead): :meth:`GroupCursor.received` moves the cursor on without decoding,
   :meth:`GroupCursor.commands` with ``block=False`` asks for what is there without
-  waiting, and :meth:`GroupCursor.read_ahead` says whether that is worth it (the last
-  reply had entries; after an empty one the reader waits with a blocking read instead);
+  waiting, :meth:`GroupCursor.read_ahead` says whether that is worth it (the last reply
+  had entries; after an empty one the reader waits with a blocking read instead), then
+  :meth:`GroupCursor.batch` decodes;
 * records decode as :mod:`~kstlib.websocket.sinks.records` says; a reply whose entries
   are all plain message records (the stream of a busy feed) is decoded list by list,
   not entry by entry, with the same result.
@@ -113,13 +115,24 @@ class GroupCursor:
         return self._entries > 0
 
     def on_reply(self, reply: Any) -> ReadBatch:
-        """Decode the ``XREADGROUP`` reply (RESP2, bytes) into a batch."""
-        entries = reply[0][1] if reply else []
+        """Decode the ``XREADGROUP`` reply (RESP2, bytes) into a batch: :meth:`received`
+        then :meth:`batch`."""
+        return self.batch(*self.received(reply))
+
+    def received(self, reply: Any) -> tuple[list[Any], bool]:
+        """Take in an ``XREADGROUP`` reply, not decoding it yet: the cursor moves on (so
+        :meth:`commands` may send the next read before :meth:`batch` decodes this one).
+        Returns the entries and whether they are the consumer's own pending ones."""
+        entries: list[Any] = reply[0][1] if reply else []
         self._entries = len(entries)
         pending = self._cursor != b">"
         if pending:
             self._cursor = entries[-1][0] if entries else b">"
-        elif entries:
+        return entries, pending
+
+    def batch(self, entries: list[Any], pending: bool) -> ReadBatch:
+        """The batch of what :meth:`received` returned."""
+        if entries and not pending:
             fields = [f for _, f in entries]
             if all(len(f) == 6 and f[1] == b"m" and f[4] == b"d" for f in fields):
                 return ReadBatch(self._payloads(fields), [e for e, _ in entries],

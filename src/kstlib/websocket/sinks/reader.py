@@ -6,7 +6,9 @@ one bus module that knows how to fetch a batch and how to acknowledge. The core 
 
 * the loop: fetch a :class:`ReadBatch` (one round trip, which also carries the
   acknowledgement owed), hand its items out one by one, fetch the next, until
-  :meth:`ReaderCore.close` or ``idle_timeout`` seconds without an item;
+  :meth:`ReaderCore.close` or ``idle_timeout`` seconds without an item; a bus module
+  may send its next request before it returns a batch (the Redis reader reads ahead),
+  as long as it acknowledges only what ``handed_out`` reported;
 * the hand-out bookkeeping: when the consumer stops mid-batch (``break``, an exception,
   the generator closed), only the items it received are reported to the bus module
   (``handed_out(batch, n)``), so the rest is read again, never skipped;
@@ -31,6 +33,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from operator import length_hint
 from types import TracebackType
 from typing import Any, TypedDict, TypeVar
 
@@ -134,25 +137,25 @@ class SyncReader(ReaderCore):
         """Acknowledge what was handed out if the bus is there, then disconnect."""
 
     def __iter__(self) -> Iterator[Any]:
+        # ``yield from`` a list iterator: no Python-level step per item; the iterator
+        # gives an item only when the consumer asks for it, so what it has given is
+        # what was handed out, however the iteration ends
         for batch in self._batches():
-            n = 0
+            it = iter(batch.items)
             try:
-                for item in batch.items:
-                    n += 1
-                    yield item
+                yield from it
             finally:
-                self.handed_out(batch, n)
+                self.handed_out(batch, len(batch.items) - length_hint(it))
 
     def records(self) -> Iterator[tuple[Any, float | None]]:
         """Like iterating, with each item's receive time at the relay (None: marker)."""
         for batch in self._batches():
-            n = 0
+            times = [None if t is None else float(t) for t in batch.times]
+            it = iter(list(zip(batch.items, times, strict=True)))
             try:
-                for item, t in zip(batch.items, batch.times, strict=True):
-                    n += 1
-                    yield item, (None if t is None else float(t))
+                yield from it
             finally:
-                self.handed_out(batch, n)
+                self.handed_out(batch, len(times) - length_hint(it))
 
     def _batches(self) -> Iterator[ReadBatch]:
         """The non-empty batches until closed or idle; the caller reports what it handed

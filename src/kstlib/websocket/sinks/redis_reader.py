@@ -17,14 +17,14 @@ what it was handed but had not acknowledged again when it restarts with the same
 
 Reading ahead: when a reply with entries arrives, the reader sends the next ``XACK`` (of
 what it had handed out until then) and ``XREADGROUP`` (without ``BLOCK``: what is there)
-on the connection *before* it hands the batch out, and reads that reply at its next
-round trip, so Redis prepares the next batch while the consumer works on this one.
-After a reply without entries it waits with a blocking read instead. So up to two
-batches (``2 * count`` entries) are delivered to this consumer and pending at a time,
-one of them not yet handed out: a reader that stops or crashes leaves those pending
-(read again by the same ``consumer`` name), never lost and never handed out twice by
-one reader. A reader that ends reads the reply of its read ahead (one round trip: it
-did not block) before its last ``XACK``.
+on the connection *before* it decodes and hands the batch out, and reads that reply at
+its next round trip, so Redis prepares the next batch while this one is decoded and
+consumed. After a reply without entries it waits with a blocking read instead. So up
+to two batches (``2 * count`` entries) are delivered to this consumer and pending at a
+time: the one being handed out and the one read ahead. A reader that stops or crashes
+leaves what it did not hand out pending (read again by the same ``consumer`` name),
+never lost and never handed out twice by one reader. A reader that ends reads the
+reply of its read ahead (one round trip: it did not block) before its last ``XACK``.
 
 The group is created at ``start`` if missing (``"0"``: everything the stream still
 holds; ``"$"``: only what comes next). The bus going away is survived: the reader
@@ -129,16 +129,17 @@ class _RedisReader(ReaderCore):
         if "BUSYGROUP" not in str(exc):
             raise exc
 
-    def _replied(self, replies: list[Any]) -> ReadBatch:
-        """The batch of a round trip's replies (an ``XACK``'s first, if one was sent)."""
+    def _replied(self, replies: list[Any]) -> tuple[list[Any], bool]:
+        """A round trip's replies (an ``XACK``'s first, if one was sent) taken in; the
+        entries are decoded by ``self.cursor.batch`` (after the read ahead is sent)."""
         if len(replies) == 2:
             self.cursor.acked()
         self._reset_delay()
-        return self.cursor.on_reply(replies[-1])
+        return self.cursor.received(replies[-1])
 
     def _ack_command(self) -> bytes | None:
         """The ``XACK`` owed when the iteration ends, if any."""
-        return pack(self.cursor.commands()[0]) if self.cursor.to_ack else None
+        return _pack(self.cursor.commands()[0]) if self.cursor.to_ack else None
 
     def _take_connection(self) -> tuple[Any, int]:
         """The connection (None if none) and how many replies it owes for what was sent
@@ -169,10 +170,10 @@ class RedisReader(_RedisReader, SyncReader):
             self._unless_nogroup(exc)
             self._drop()
             return None
-        batch = self._replied(replies)
-        if self._ahead_wanted():
+        got = self._replied(replies)
+        if self._ahead_wanted():  # before decoding: Redis works while this batch decodes
             self._send_ahead(conn)
-        return batch
+        return self.cursor.batch(*got)
 
     def _send_ahead(self, conn: Any) -> None:
         """Send the next ``XACK`` + ``XREADGROUP`` (not blocking); their replies are read
@@ -244,10 +245,10 @@ class AsyncRedisReader(_RedisReader, AsyncReader):
             self._unless_nogroup(exc)
             await self._drop()
             return None
-        batch = self._replied(replies)
-        if self._ahead_wanted():
+        got = self._replied(replies)
+        if self._ahead_wanted():  # before decoding: Redis works while this batch decodes
             await self._send_ahead(conn)
-        return batch
+        return self.cursor.batch(*got)
 
     async def _send_ahead(self, conn: Any) -> None:
         """As :meth:`RedisReader._send_ahead`."""
