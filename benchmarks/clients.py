@@ -293,6 +293,14 @@ class KstlibSyncStamped(KstlibSync):
         return t0, info
 
 
+class KstlibMerge(KstlibSync):
+    """``merge(*managers)``: one thread reads every connection (the timed scenarios with
+    several connections, :func:`benchmarks.latency.kstlib_merge`); with one connection
+    it is the sync iterator."""
+
+    name = "kstlib-merge"
+
+
 class KstlibSyncDrop(KstlibSync):
     """The sync iterator with ``queue_overflow="drop_oldest"`` (JSON throughput only).
 
@@ -1158,6 +1166,7 @@ RUNNERS: dict[str, Any] = {
         KstlibAsync,
         KstlibSyncDrop,
         KstlibSyncStamped,
+        KstlibMerge,
         WebsocketClient,
         WebsocketsSync,
         WebsocketsAsync,

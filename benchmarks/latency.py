@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from benchmarks.clients import _kstlib_sync_class
 from benchmarks.payloads import OP_BINARY, client_frame
 
 loads = orjson.loads
@@ -167,8 +168,6 @@ async def _drive_tasks(
 
 
 def kstlib_sync(url: str, conns: int, count: int, warm: int, seconds: float) -> Recorder:
-    from benchmarks.clients import _kstlib_sync_class
-
     manager = _kstlib_sync_class()
     rec = Recorder(conns, count, warm, seconds)
 
@@ -190,6 +189,36 @@ def kstlib_sync(url: str, conns: int, count: int, warm: int, seconds: float) -> 
             for _ in range(conns)
         ]
         _drive_threads(handles, lambda ws: ws.send(b"go"), consume, rec)
+    return rec
+
+
+def kstlib_merge(url: str, conns: int, count: int, warm: int, seconds: float) -> Recorder:
+    """Every connection read by one thread through ``merge()``."""
+    from kstlib.websocket.merging import merge
+
+    manager = _kstlib_sync_class()
+    rec = Recorder(conns, count, warm, seconds)
+    with contextlib.ExitStack() as stack:
+        handles = [
+            stack.enter_context(manager(url, decode="json", compression=None, ping_interval=None))
+            for _ in range(conns)
+        ]
+        index = {id(ws): i for i, ws in enumerate(handles)}
+        left = [count] * conns
+        for ws in handles:
+            ws.send(b"go")
+        for source, msg in merge(*handles):
+            i = index[id(source)]
+            rec.recv[i].append(monotonic_ns())
+            rec.stamp[i].append(msg["E"])
+            left[i] -= 1
+            if i == 0 and left[0] == count - warm:
+                rec.open()
+            if not left[i]:
+                rec.finish()
+                if rec.done.is_set():
+                    break
+    rec.check()
     return rec
 
 
@@ -517,6 +546,7 @@ def _eof() -> bytes:
 TIMED: dict[str, Callable[[str, int, int, int, float], Recorder]] = {
     "kstlib-sync": kstlib_sync,
     "kstlib-asyncio": kstlib_asyncio,
+    "kstlib-merge": kstlib_merge,
     "websocket-client": websocket_client,
     "websockets-sync": websockets_sync,
     "websockets-asyncio": websockets_asyncio,

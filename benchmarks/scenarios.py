@@ -276,7 +276,7 @@ def trading_cases(size: Callable[[int, int], int], repeat: int) -> list[Case]:
                 name,
                 title,
                 "timed",
-                TIMED_RUNNERS,
+                TIMED_RUNNERS if conns == 1 else (*TIMED_RUNNERS, "kstlib-merge"),
                 "p50_us",
                 "µs",
                 False,

@@ -23,6 +23,7 @@ REFERENCE = "picows"
 COLUMNS = (
     "kstlib-sync",
     "kstlib-asyncio",
+    "kstlib-merge",
     "picows",
     "websockets-asyncio",
     "aiohttp",
