@@ -140,6 +140,9 @@ def section(cases: list[Case], summaries: dict[str, dict[str, Summary]]) -> list
         cells = []
         for r in runners:
             s = _get(summaries, case, r)
+            if s is None and r not in by_name[case].runners:
+                cells.append("n/a")  # not a client of this case (merge: several connections)
+                continue
             cell = _cell(s, keys)
             if extra and s is not None and s.ok and extra in s.extras and r in OURS:
                 consumer = float(s.extras[extra])
@@ -207,7 +210,12 @@ def section(cases: list[Case], summaries: dict[str, dict[str, Summary]]) -> list
             if m.case not in by_name:
                 continue
             ref = m.value(_get(summaries, m.case, REFERENCE))
-            cells = [_fmt_ratio(ratio(m, m.value(_get(summaries, m.case, r)), ref)) for r in others]
+            cells = [
+                _fmt_ratio(ratio(m, m.value(_get(summaries, m.case, r)), ref))
+                if r in by_name[m.case].runners
+                else "n/a"
+                for r in others
+            ]
             lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
         lines.append("")
 

@@ -108,8 +108,12 @@ def test_quick_trading_run_reports_every_client_and_the_floor(tmp_path: Path) ->
             params = case["parameters"]
             for runner in runners:
                 (run,) = case["runners"][runner]["runs"]
-                # Every measured message of every connection, stamped after the window opened.
-                assert run["messages"] >= (params["count"] - params["warm"]) * params["conns"]
+                # The measured messages: those stamped after the window opened (every
+                # connection got all of its messages, or summarize_run raised). Those in
+                # flight when connection 0 opened it (read in the same batch) are not
+                # measured; the other connections' late warm-up ones are.
+                expected = (params["count"] - params["warm"]) * params["conns"]
+                assert run["messages"] >= 0.9 * expected, (name, runner, run["messages"])
 
     table = (tmp_path / "RESULTS.md").read_text()
     section = table.split("## Trading rates", 1)[1].split("\n## ", 1)[0]
