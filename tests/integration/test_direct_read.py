@@ -17,7 +17,13 @@ from helpers import no_leaks
 from scripted import ScriptedServer
 from websockets.asyncio.server import ServerConnection
 
-from kstlib.websocket import DisconnectReason, WebSocketClosedError, WebSocketManager, aio
+from kstlib.websocket import (
+    DisconnectReason,
+    Heartbeat,
+    WebSocketClosedError,
+    WebSocketManager,
+    aio,
+)
 from kstlib.websocket.engine.direct import AWAY
 from kstlib.websocket.testing import ExchangeSimulator
 
@@ -74,6 +80,35 @@ def test_an_asyncio_consumer_reads_its_messages_on_its_loop() -> None:
         got = asyncio.run(main(srv.url))
     assert got == list(range(1, 21))
     assert readers.names[2:] == [threading.current_thread().name] * 18
+
+
+async def pings_then_one_per_go(ws: ServerConnection) -> None:
+    """An application ping first (answered by the ``heartbeat`` option), then
+    :func:`one_per_go`."""
+    await ws.send(json.dumps({"op": "ping"}))
+    await one_per_go(ws)
+
+
+def test_an_asyncio_consumer_never_reads_when_delivery_may_write() -> None:
+    """Answering the server's pings writes, and a write may wait for room: never on the
+    loop, so the engine thread keeps the reading."""
+    readers = ReaderThreads()
+    beat = Heartbeat(
+        send=None, every=3600, answer=lambda m: {"op": "pong"} if m == {"op": "ping"} else None
+    )
+
+    async def main(url: str) -> list[int]:
+        async with aio.WebSocketManager(url, decode=readers, heartbeat=beat, **QUIET) as ws:
+            got = []
+            for _ in range(10):
+                await ws.send("go")
+                got.append((await ws.recv(timeout=30))["n"])
+            return got
+
+    with ScriptedServer(pings_then_one_per_go) as srv, no_leaks():
+        got = asyncio.run(main(srv.url))
+    assert got == list(range(1, 11))
+    assert threading.current_thread().name not in readers.names
 
 
 def busy_consumer_keeps_the_connection(*, asyncio_front: bool) -> tuple[list[int], Any]:

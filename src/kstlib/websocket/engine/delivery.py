@@ -121,6 +121,12 @@ class Delivery:
 
     # ------------------------------------------------------------------ delivering
 
+    def may_write(self) -> bool:
+        """True when delivering may write to the socket (the answers of the ``heartbeat``
+        option to the server's pings), which may wait for room in it."""
+        beat = self.intercept.heartbeat
+        return beat is not None and beat.answer is not None
+
     def plain(self) -> bool:
         """True when no step of the module docstring changes a batch (no decode
         callable, sequence, interception, dedupe, ``should_handover``, timestamps,

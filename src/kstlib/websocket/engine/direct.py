@@ -240,8 +240,11 @@ class DirectRead:
         """An asyncio consumer (on ``loop``'s thread) is about to await an empty inbox:
         True when the socket is read on ``loop`` for it (the next batch completes its
         wait; it calls :meth:`stop_async` when the wait ends); False when the engine
-        reads now. A batch delivery would not change completes ``fut`` as it is. The
-        loop's reader stays registered from one wait to the next."""
+        reads now, or when delivering may write (a write may wait, and a loop must not).
+        A batch delivery would not change completes ``fut`` as it is. The loop's reader
+        stays registered from one wait to the next."""
+        if self._delivery.may_write():
+            return False
         with self._lock:
             reg = self._on_loop
             if self._role == _LOOP and reg is not None and reg[0] is loop:
