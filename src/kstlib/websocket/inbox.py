@@ -65,10 +65,11 @@ class Filler(Protocol):
     item_bytes: int
 
     def fill(self, timeout: float | None) -> list[Any] | None:
-        """Read for up to ``timeout`` seconds (None: no limit). A list when it had the
-        reading: messages to hand out after what is queued (it may also have queued
-        some; look at the queue again); None when it cannot read now: wait for the
-        queue (:meth:`Inbox.wake_waiters` says when to retry)."""
+        """Read for up to ``timeout`` seconds (None: no limit), only while nothing is
+        queued. A list when it had the reading: messages to hand out before anything
+        queued meanwhile (queued after it, by a producer that took the reading back; it
+        may also have queued some itself: look at the queue again); None when it cannot
+        read now: wait for the queue (:meth:`Inbox.wake_waiters` says when to retry)."""
         ...
 
     def fill_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> bool:
@@ -356,8 +357,16 @@ class Inbox:
                     if not self._items and (max_items is None or len(got) <= max_items):
                         self._taken_size = self.filler.item_bytes
                         return got  # the hot path: read on this thread, handed out as is
-                    self._append(got, self.filler.item_bytes)
+                    self._prepend(got, self.filler.item_bytes)
             return self._take(max_items)
+
+    def _prepend(self, items: list[Any], item_bytes: int) -> None:
+        # Called with the lock held: a filler's batch goes ahead of what is queued, which
+        # the engine queued after it took the reading back (the filler reads only while
+        # nothing older is queued).
+        self._items.extendleft(reversed(items))
+        self._runs.appendleft([len(items), item_bytes])
+        self.queued_bytes += item_bytes * len(items)
 
     def _fill(self, timeout: float | None) -> list[Any] | None:
         # Called with the lock held; releases it while the filler reads.
@@ -403,7 +412,7 @@ class Inbox:
                     if not self._items and (max_items is None or len(got) <= max_items):
                         self._taken_size = filler.item_bytes
                         return got  # the hot path: read on this loop, handed out as is
-                    self._append(got, filler.item_bytes)
+                    self._prepend(got, filler.item_bytes)
 
     async def _wait_for_put(
         self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]

@@ -114,7 +114,14 @@ def _merged(managers: list[WebSocketManager], events: bool) -> Iterator[tuple[An
 def _read_for(m: WebSocketManager, poller: _Poller, done: list[_Slot]) -> bool:
     """Read ``m``'s socket on this thread from now on, if its engine lends it (True);
     True as well once ``m``'s stream ended (nothing to read any more)."""
-    return m._inbox.finished or m._engine.direct.fill_async(poller, _Slot(m, done))
+    if m._inbox.finished:
+        return True
+    slot = _Slot(m, done)
+    if not m._engine.direct.fill_async(poller, slot):
+        return False
+    if len(m._inbox):  # queued before the lend: those first (this wait ends at once,
+        slot.set_result(None)  # and a read meanwhile goes to the queue, after them)
+    return True
 
 
 def _queued(m: WebSocketManager, poller: _Poller, live: dict[int, Any]) -> list[Any]:

@@ -155,6 +155,8 @@ class DirectRead:
             link = self._link
         assert link is not None and self._poller is not None
         try:
+            if self._delivery.inbox:  # queued before the lend: those go first
+                return []
             return self._read(link, self._poller, timeout)
         finally:
             self._leave()
