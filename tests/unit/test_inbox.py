@@ -206,3 +206,42 @@ def test_put_back_items_count_the_average_of_the_batch_taken() -> None:
     batch = inbox.get_batch()
     inbox.extend_front(batch[2:])
     assert inbox.queued_bytes == 200 and len(inbox) == 2
+
+
+class RacedFiller:
+    """A filler whose read is overtaken: while it reads its batch, the producer takes the
+    reading back and queues what came next (``newer``)."""
+
+    item_bytes = 10
+
+    def __init__(self, inbox: Inbox, batch: list[str], newer: list[str]) -> None:
+        self.inbox, self.batch, self.newer = inbox, batch, newer
+
+    def fill(self, timeout: float | None) -> list[str] | None:
+        self.inbox.put_batch(self.newer, item_bytes=10)
+        return self.batch
+
+    def fill_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[object]) -> bool:
+        def read() -> None:  # on the loop, later: the batch, and the producer's next
+            fut.set_result(self.batch)
+            self.inbox.put_batch(self.newer, item_bytes=10)
+
+        loop.call_soon(read)
+        return True
+
+    def stop_async(self, loop: asyncio.AbstractEventLoop) -> None:
+        pass
+
+
+def test_a_filled_batch_goes_before_what_was_queued_after_it() -> None:
+    inbox = Inbox(100)
+    inbox.filler = RacedFiller(inbox, ["read-1", "read-2"], ["newer"])
+    assert inbox.get_batch(timeout=5) == ["read-1", "read-2", "newer"]
+    assert inbox.queued_bytes == 0
+
+
+def test_a_filled_batch_goes_before_what_was_queued_after_it_asyncio() -> None:
+    inbox = Inbox(100)
+    inbox.filler = RacedFiller(inbox, ["read-1"], ["newer"])
+    assert asyncio.run(inbox.get_batch_async(max_items=1)) == ["read-1"]
+    assert inbox.drain() == ["newer"]
