@@ -97,7 +97,7 @@ def fmt_ratio(value: float) -> str:
 
 
 def kind_of(runner: str) -> str:
-    if runner in OURS:
+    if runner in OURS or runner.startswith("kstlib-"):
         return "ours"
     if runner in FLOORS:
         return "floor"

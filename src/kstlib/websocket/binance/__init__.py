@@ -40,7 +40,9 @@ Limits respected by default (Binance spot market streams)
       (``max_streams_per_connection``), merged into one :meth:`BinanceStreams.stream`;
     * at most 300 connection attempts per 5 minutes, across all of a client's connections
       (``max_connection_attempts=(300, 300.0)``; share a :class:`ConnectionPacer` with
-      ``pacer=`` to count several clients together);
+      ``pacer=`` to count several clients of one process together, or a window in Redis
+      with ``budget="redis://HOST:PORT/DB?key=NAME"`` to count several processes on one
+      IP together);
     * connections are rotated before Binance's 24-hour cut (``max_connection_age`` 23 h 50
       min) make-before-break (handover), and a ``serverShutdown`` event triggers the same
       handover; the overlap's duplicates are dropped by :func:`dedupe_key`;
