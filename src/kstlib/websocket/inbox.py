@@ -352,21 +352,24 @@ class Inbox:
                         self._not_empty.wait(remaining)
                     finally:
                         self._getters -= 1
-                elif got:
-                    assert self.filler is not None
-                    if not self._items and (max_items is None or len(got) <= max_items):
-                        self._taken_size = self.filler.item_bytes
-                        return got  # the hot path: read on this thread, handed out as is
-                    self._prepend(got, self.filler.item_bytes)
+                elif got and (out := self._filled(got, max_items)) is not None:
+                    return out  # the hot path: read on this thread, handed out as is
             return self._take(max_items)
 
-    def _prepend(self, items: list[Any], item_bytes: int) -> None:
-        # Called with the lock held: a filler's batch goes ahead of what is queued, which
-        # the engine queued after it took the reading back (the filler reads only while
-        # nothing older is queued).
-        self._items.extendleft(reversed(items))
-        self._runs.appendleft([len(items), item_bytes])
-        self.queued_bytes += item_bytes * len(items)
+    def _filled(self, got: list[Any], max_items: int | None) -> list[Any] | None:
+        # Called with the lock held: the filler's batch, handed out as it is when nothing
+        # is queued and it fits ``max_items``; else it goes ahead of what is queued, which
+        # the producer queued after it took the reading back (the filler reads only while
+        # nothing older is queued), and None.
+        assert self.filler is not None
+        item_bytes = self.filler.item_bytes
+        if not self._items and (max_items is None or len(got) <= max_items):
+            self._taken_size = item_bytes
+            return got
+        self._items.extendleft(reversed(got))
+        self._runs.appendleft([len(got), item_bytes])
+        self.queued_bytes += item_bytes * len(got)
+        return None
 
     def _fill(self, timeout: float | None) -> list[Any] | None:
         # Called with the lock held; releases it while the filler reads.
@@ -409,10 +412,8 @@ class Inbox:
                 filler.stop_async(loop)
             if got:
                 with self._lock:
-                    if not self._items and (max_items is None or len(got) <= max_items):
-                        self._taken_size = filler.item_bytes
-                        return got  # the hot path: read on this loop, handed out as is
-                    self._prepend(got, filler.item_bytes)
+                    if (out := self._filled(got, max_items)) is not None:
+                        return out  # the hot path: read on this loop, handed out as is
 
     async def _wait_for_put(
         self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]
