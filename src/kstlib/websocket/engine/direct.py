@@ -163,8 +163,7 @@ class DirectRead:
 
     def _read(self, link: Link, poller: select.poll, timeout: float | None) -> list[Any]:
         deadline = None if timeout is None else self._clock.monotonic() + timeout
-        buf, view = self._buf, self._view
-        protocol, wake = link.protocol, self._to_consumer[0].fileno()
+        wake = self._to_consumer[0].fileno()
         must_poll = link.drained()  # over TLS, decrypted bytes may wait in the SSLSocket
         while True:
             if must_poll:
@@ -173,25 +172,34 @@ class DirectRead:
                     return []  # the time is up
                 if (len(events) > 1 or events[0][0] == wake) and self._woken():
                     return []
-            try:
-                n = link.read_into(buf)
-            except OSError as exc:
-                self._report(exc)
-                return []
-            if n < 0:
-                must_poll = True
-                continue
+            out, must_poll = self._step(link)
+            if out is not None:
+                return out
+
+    def _step(self, link: Link) -> tuple[list[Any] | None, bool]:
+        """One non-blocking read, shared by both kinds of consumer. ``(out, _)`` when
+        the wait is over: a batch came (``out`` is it, or ``[]`` once delivery queued
+        it), or ``news`` is set (a control frame, an error, EOF). ``(None, idle)`` when
+        it goes on: ``idle`` when nothing more can be read without waiting (else a
+        frame is partly read: read again)."""
+        try:
+            n = link.read_into(self._buf)
             if n == 0:
-                self._report(EOFError(_EOF))
-                return []
-            msgs = protocol.receive_data(view[:n])
-            out = self._hand_over(link, msgs) if msgs else msgs
-            if protocol.has_news or self._delivery.handover_wanted:
-                self.news = True
-                return out
-            if msgs:
-                return out
-            must_poll = n < len(buf) and link.drained()
+                raise EOFError(_EOF)
+        except (OSError, EOFError) as exc:
+            self._report(exc)
+            return [], False
+        if n < 0:
+            return None, True
+        protocol = link.protocol
+        msgs = protocol.receive_data(self._view[:n])
+        out = self._hand_over(link, msgs) if msgs else msgs
+        if protocol.has_news or self._delivery.handover_wanted:
+            self.news = True
+            return out, False
+        if msgs:
+            return out, False
+        return None, n < len(self._buf) and link.drained()
 
     def _hand_over(self, link: Link, msgs: list[Any]) -> list[Any]:
         """The batch itself when delivery would not change it; else ``[]`` once it went
@@ -319,45 +327,24 @@ class DirectRead:
 
     def _read_once(self, link: Link) -> bool:
         """Read on the loop (lock held) until a batch, news, or nothing more to read
-        without waiting. True when the reading stops (news: the role goes back)."""
-        buf, protocol = self._buf, link.protocol
+        without waiting; the batch completes the consumer's wait. True when the reading
+        stops (news: the role goes back)."""
         while True:
-            try:
-                n = link.read_into(buf)
-                if n == 0:
-                    raise EOFError(_EOF)
-            except (OSError, EOFError) as exc:
-                self._report(exc)
-            else:
-                if n < 0:
-                    return False
-                msgs = protocol.receive_data(self._view[:n])
-                if msgs:
-                    fut, self._loop_fut = self._loop_fut, None  # one batch per wait
-                    got = self._hand_over(link, msgs)
-                    if fut is not None and not fut.done():
-                        fut.set_result(got)
-                    elif got:  # the wait was cancelled meanwhile: keep the batch
-                        self._delivery.deliver_read(
-                            got, protocol.batch_bytes, link.keepalive, force=True
-                        )
-                    self.visits += 1
-                if protocol.has_news or self._delivery.handover_wanted:
-                    self.news = True
-                elif msgs or (n < len(buf) and link.drained()):
-                    return False
-                else:
-                    continue
-            self._role = _LENT
-            self._end_wait()
-            return True
-
-    def _end_wait(self) -> None:
-        """The reading for the waiting asyncio consumer stops: it looks at the queue
-        again (on the loop's thread, lock held)."""
-        fut, self._loop_fut = self._loop_fut, None
-        if fut is not None:
-            look_again(fut)
+            out, idle = self._step(link)
+            if out is not None:
+                break
+            if idle:
+                return False
+        self.visits += 1
+        fut, self._loop_fut = self._loop_fut, None  # one batch per wait
+        if fut is not None and not fut.done():
+            fut.set_result(out)
+        elif out:  # the wait was cancelled meanwhile: keep the batch
+            self._delivery.deliver_read(out, link.protocol.batch_bytes, link.keepalive, force=True)
+        if not self.news:
+            return False
+        self._role = _LENT
+        return True
 
     # ------------------------------------------------------------------ engine side
 

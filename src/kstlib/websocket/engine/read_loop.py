@@ -251,10 +251,8 @@ class _Serving:
             self.lent_poller.register(direct.engine_fileno(), select.POLLIN)
         visits, wait = direct.visits, AWAY
         while True:
-            timers = min(self.link.keepalive.wake_at(), self.policy.wake_at())
-            delay = min(timers - clock.monotonic(), wait)
-            ms = -1 if delay == math.inf else max(0, math.ceil(delay * 1000))
-            if self.lent_poller.poll(ms):
+            timers = self._wake_at()
+            if self.lent_poller.poll(_poll_ms(min(timers - clock.monotonic(), wait))):
                 direct.clear_engine_wake()
             if mailbox.pending or direct.news:
                 return
@@ -267,9 +265,16 @@ class _Serving:
             visits = direct.visits
 
     def _sleep(self) -> None:
-        wake_at = min(self.link.keepalive.wake_at(), self.policy.wake_at())
-        if wake_at == math.inf:
-            self.poller.poll()  # nothing scheduled: data or a command ends it
-            return
-        delay = wake_at - self.rt.clock.monotonic()
-        self.poller.poll(min(max(0, math.ceil(delay * 1000.0)), 3_600_000))
+        # nothing scheduled (inf): data or a command ends it
+        self.poller.poll(_poll_ms(self._wake_at() - self.rt.clock.monotonic()))
+
+    def _wake_at(self) -> float:
+        """The next moment a timer of this connection is due (``inf``: none)."""
+        return min(self.link.keepalive.wake_at(), self.policy.wake_at())
+
+
+def _poll_ms(delay: float) -> int:
+    """``poll``'s timeout for ``delay`` seconds: -1 for ever, at most an hour."""
+    if delay == math.inf:
+        return -1
+    return min(max(0, math.ceil(delay * 1000.0)), 3_600_000)
