@@ -167,8 +167,16 @@ async def _drive_tasks(
 # --------------------------------------------------------------------------- kstlib
 
 
-def kstlib_sync(url: str, conns: int, count: int, warm: int, seconds: float) -> Recorder:
+def _kstlib_managers(stack: contextlib.ExitStack, url: str, conns: int) -> list[Any]:
+    """``conns`` sync managers as every kstlib runner opens them, closed with ``stack``."""
     manager = _kstlib_sync_class()
+    return [
+        stack.enter_context(manager(url, decode="json", compression=None, ping_interval=None))
+        for _ in range(conns)
+    ]
+
+
+def kstlib_sync(url: str, conns: int, count: int, warm: int, seconds: float) -> Recorder:
     rec = Recorder(conns, count, warm, seconds)
 
     def consume(i: int, ws: Any) -> None:
@@ -184,10 +192,7 @@ def kstlib_sync(url: str, conns: int, count: int, warm: int, seconds: float) -> 
         rec.finish()
 
     with contextlib.ExitStack() as stack:
-        handles = [
-            stack.enter_context(manager(url, decode="json", compression=None, ping_interval=None))
-            for _ in range(conns)
-        ]
+        handles = _kstlib_managers(stack, url, conns)
         _drive_threads(handles, lambda ws: ws.send(b"go"), consume, rec)
     return rec
 
@@ -196,13 +201,9 @@ def kstlib_merge(url: str, conns: int, count: int, warm: int, seconds: float) ->
     """Every connection read by one thread through ``merge()``."""
     from kstlib.websocket.merging import merge
 
-    manager = _kstlib_sync_class()
     rec = Recorder(conns, count, warm, seconds)
     with contextlib.ExitStack() as stack:
-        handles = [
-            stack.enter_context(manager(url, decode="json", compression=None, ping_interval=None))
-            for _ in range(conns)
-        ]
+        handles = _kstlib_managers(stack, url, conns)
         index = {id(ws): i for i, ws in enumerate(handles)}
         left = [count] * conns
         for ws in handles:

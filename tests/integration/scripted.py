@@ -10,6 +10,7 @@ application heartbeats, request/reply, sequence numbers.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -73,3 +74,32 @@ class ScriptedServer:
             await self.handler(connection)
         except Exception as exc:  # a closed connection ends the script
             self.log.append(("handler ended", repr(exc)))
+
+
+def burst(count: int) -> Handler:
+    """Sends ``count`` numbered messages (``{"n": 1}``...) at once, then as many again on
+    each ``more``; closes with 4000 on ``bye``."""
+
+    async def handler(ws: ServerConnection) -> None:
+        sent = 0
+        for _ in range(count):
+            sent += 1
+            await ws.send(json.dumps({"n": sent}))
+        async for msg in ws:
+            if msg == "more":
+                for _ in range(count):
+                    sent += 1
+                    await ws.send(json.dumps({"n": sent}))
+            elif msg == "bye":
+                await ws.close(4000, "bye")
+
+    return handler
+
+
+async def one_per_go(ws: ServerConnection) -> None:
+    """Sends message ``n`` for the ``n``-th ``go``: nothing arrives unasked."""
+    n = 0
+    async for msg in ws:
+        if msg == "go":
+            n += 1
+            await ws.send(json.dumps({"n": n}))

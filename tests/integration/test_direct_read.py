@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from helpers import no_leaks
-from scripted import ScriptedServer
+from scripted import ScriptedServer, one_per_go
 from websockets.asyncio.server import ServerConnection
 
 from kstlib.websocket import (
@@ -30,15 +30,6 @@ from kstlib.websocket.testing import ExchangeSimulator
 pytestmark = pytest.mark.timeout(90)
 
 QUIET = {"ping_interval": None, "auto_reconnect": False}
-
-
-async def one_per_go(ws: ServerConnection) -> None:
-    """Sends message ``n`` for the ``n``-th ``go``: nothing arrives unasked."""
-    n = 0
-    async for msg in ws:
-        if msg == "go":
-            n += 1
-            await ws.send(json.dumps({"n": n}))
 
 
 class ReaderThreads:

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 from helpers import no_leaks
-from scripted import ScriptedServer
-from websockets.asyncio.server import ServerConnection
+from scripted import ScriptedServer, burst, one_per_go
 
 from kstlib.websocket import WebSocketClosedError, WebSocketManager, aio, merge
 
@@ -24,30 +23,15 @@ QUIET = {"ping_interval": None}
 COUNT = 300
 
 
-async def numbered(ws: ServerConnection) -> None:
-    """``COUNT`` numbered messages at once, then as many again on each ``more``."""
-    sent = 0
-    for _ in range(COUNT):
-        sent += 1
-        await ws.send(json.dumps({"n": sent}))
-    async for msg in ws:
-        if msg == "more":
-            for _ in range(COUNT):
-                sent += 1
-                await ws.send(json.dumps({"n": sent}))
-        elif msg == "bye":
-            await ws.close(4000, "bye")
-
-
 def per_source(pairs: list[tuple[Any, Any]], *managers: Any) -> list[list[int]]:
     """The message numbers of each manager, in the order the merge gave them."""
     return [[msg["n"] for source, msg in pairs if source is m] for m in managers]
 
 
 def on_server(body: Callable[[str], Any]) -> Any:
-    """``body(url)`` against a :func:`numbered` server; the managers it made must be
+    """``body(url)`` against a :func:`~scripted.burst` server; the managers it made must be
     gone afterwards (a manager's ``fileno()`` lives as long as the manager)."""
-    with ScriptedServer(numbered) as srv, no_leaks():
+    with ScriptedServer(burst(COUNT)) as srv, no_leaks():
         result = body(srv.url)
         gc.collect()
     return result
@@ -141,14 +125,6 @@ def test_a_manager_that_ends_with_an_error_raises_it_from_the_merge() -> None:
             return from_a
 
     assert on_server(body) == COUNT  # everything a queued came before the error
-
-
-async def one_per_go(ws: ServerConnection) -> None:
-    n = 0
-    async for msg in ws:
-        if msg == "go":
-            n += 1
-            await ws.send(json.dumps({"n": n}))
 
 
 def test_merge_reads_the_sockets_itself_on_its_thread() -> None:

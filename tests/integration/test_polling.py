@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import select
 import socket
 from typing import Any
 
 import pytest
 from helpers import FAST, no_leaks, wait_for
-from scripted import ScriptedServer
-from websockets.asyncio.server import ServerConnection
+from scripted import ScriptedServer, burst
 
 from kstlib.websocket import (
     Connected,
@@ -25,23 +23,6 @@ from kstlib.websocket import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def burst(count: int) -> Any:
-    """Sends ``count`` numbered messages at once, then as many on each ``more``."""
-
-    async def handler(ws: ServerConnection) -> None:
-        sent = 0
-        for _ in range(count):
-            sent += 1
-            await ws.send(json.dumps({"n": sent}))
-        async for msg in ws:
-            if msg == "more":
-                for _ in range(count):
-                    sent += 1
-                    await ws.send(json.dumps({"n": sent}))
-
-    return handler
 
 
 def test_recv_gives_the_next_message_or_times_out() -> None:
