@@ -195,3 +195,23 @@ def test_a_busy_asyncio_consumer_leaves_the_flood_unread() -> None:
     assert queued <= 50
     # the first read's batch, the bound, and at most a read the engine holds back
     assert read < FLOOD // 2
+
+
+def test_two_asyncio_tasks_waiting_on_one_manager_both_get_a_message() -> None:
+    # One task waits on the loop's read; a second one must not take that wait over (nor
+    # end it when it leaves): each message wakes one of them, none is left hanging.
+    async def main(url: str) -> list[int]:
+        async with aio.WebSocketManager(url, **QUIET) as ws:
+            await ws.send("go")  # the engine lends the reading once it read this one
+            assert (await ws.recv(timeout=30))["n"] == 1
+            first = asyncio.ensure_future(ws.recv(timeout=30))
+            await asyncio.sleep(0.05)  # the first task holds the loop's read
+            second = asyncio.ensure_future(ws.recv(timeout=30))
+            await asyncio.sleep(0.05)
+            for _ in range(2):
+                await ws.send("go")
+            got = await asyncio.gather(first, second)
+            return sorted(msg["n"] for msg in got)
+
+    with ScriptedServer(one_per_go) as srv, no_leaks():
+        assert asyncio.run(main(srv.url)) == [2, 3]

@@ -5,6 +5,7 @@ rest put back, the end and the errors of ``stream()``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import threading
@@ -15,7 +16,7 @@ import pytest
 from helpers import no_leaks
 from scripted import ScriptedServer, burst, one_per_go
 
-from kstlib.websocket import WebSocketClosedError, WebSocketManager, aio, merge
+from kstlib.websocket import WebSocketClosedError, WebSocketManager, aio, merge, merging
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -172,10 +173,11 @@ def test_asyncio_merge_in_order_per_manager_and_the_rest_put_back() -> None:
             aio.WebSocketManager(url, **QUIET) as b,
         ):
             pairs = []
-            async for pair in aio.merge(a, b):
-                pairs.append(pair)
-                if len(pairs) == COUNT:
-                    break
+            async with contextlib.aclosing(aio.merge(a, b)) as merged:
+                async for pair in merged:
+                    pairs.append(pair)
+                    if len(pairs) == COUNT:
+                        break
             for m in (a, b):
                 await m.send("more")  # so that each has a next message, taken or not
             nexts = [(await m.recv(timeout=30))["n"] for m in (a, b)]
@@ -185,3 +187,28 @@ def test_asyncio_merge_in_order_per_manager_and_the_rest_put_back() -> None:
     for ids, nxt in zip(got, nexts, strict=True):
         assert ids == list(range(1, len(ids) + 1))
         assert nxt == len(ids) + 1  # the unread rest went back to its manager
+
+
+def test_asyncio_merge_left_with_full_buffers_loses_nothing(monkeypatch: Any) -> None:
+    # A tiny merge buffer: when the consumer leaves, each pump is blocked putting an
+    # item it took from its stream, with the rest of its batch still in the stream.
+    monkeypatch.setattr(merging, "ASYNC_BUFFER", 2)
+
+    async def main(url: str) -> list[list[int]]:
+        async with (
+            aio.WebSocketManager(url, **QUIET) as a,
+            aio.WebSocketManager(url, **QUIET) as b,
+        ):
+            pairs = []
+            async with contextlib.aclosing(aio.merge(a, b)) as merged:
+                async for pair in merged:
+                    pairs.append(pair)
+                    if len(pairs) == 10:
+                        break
+            got = per_source(pairs, a, b)
+            for ids, m in zip(got, (a, b), strict=True):
+                while len(ids) < COUNT:
+                    ids.append((await m.recv(timeout=30))["n"])
+            return got
+
+    assert on_server(lambda url: asyncio.run(main(url))) == [list(range(1, COUNT + 1))] * 2

@@ -229,7 +229,7 @@ class RacedFiller:
         loop.call_soon(read)
         return True
 
-    def stop_async(self, loop: asyncio.AbstractEventLoop) -> None:
+    def stop_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[object]) -> None:
         pass
 
 
@@ -245,3 +245,20 @@ def test_a_filled_batch_goes_before_what_was_queued_after_it_asyncio() -> None:
     inbox.filler = RacedFiller(inbox, ["read-1"], ["newer"])
     assert asyncio.run(inbox.get_batch_async(max_items=1)) == ["read-1"]
     assert inbox.drain() == ["newer"]
+
+
+def test_a_batch_read_for_a_consumer_cancelled_meanwhile_is_kept_in_order() -> None:
+    # The filler completes the wait, then the consumer is cancelled (a timeout, a task
+    # cancelled) before it resumes: the batch must stay in the inbox, ahead of newer.
+    inbox = Inbox(100)
+    inbox.filler = RacedFiller(inbox, ["read-1", "read-2"], ["newer"])
+
+    async def main() -> None:
+        task = asyncio.ensure_future(inbox.get_batch_async())
+        await asyncio.sleep(0)  # the task awaits its wait; the filler's read is next
+        asyncio.get_running_loop().call_soon(task.cancel)  # right after the read
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert inbox.drain() == ["read-1", "read-2", "newer"]

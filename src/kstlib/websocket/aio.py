@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -167,7 +167,7 @@ class WebSocketManager(BaseManager):
             if hide is None or not hide() or type(item) not in GAP_MARKERS:
                 return item
 
-    def stream(self, events: bool = False) -> AsyncIterator[Any]:
+    def stream(self, events: bool = False) -> AsyncGenerator[Any, None]:
         """Async iterator over incoming messages; same end and error rules, and the same
         ``events=True`` gap markers, as the sync ``stream()``. Connects first if
         ``connect()`` was never called."""

@@ -80,8 +80,9 @@ class Filler(Protocol):
         wait ends. False when it cannot read now."""
         ...
 
-    def stop_async(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Stop the reading :meth:`fill_async` started (on ``loop``'s thread)."""
+    def stop_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
+        """The wait on ``fut`` that :meth:`fill_async` began has ended (on ``loop``'s
+        thread)."""
         ...
 
 
@@ -307,6 +308,8 @@ class Inbox:
             self._not_full.notify()
         if self._getters:
             self._not_empty.notify()  # the rest is for the next consumer
+        if self._async_waiters:
+            self._wake_async()
         return batch
 
     def _take_all(self) -> list[Any]:
@@ -362,14 +365,19 @@ class Inbox:
         # the producer queued after it took the reading back (the filler reads only while
         # nothing older is queued), and None.
         assert self.filler is not None
-        item_bytes = self.filler.item_bytes
         if not self._items and (max_items is None or len(got) <= max_items):
-            self._taken_size = item_bytes
+            self._taken_size = self.filler.item_bytes
             return got
+        self._put_ahead(got)
+        return None
+
+    def _put_ahead(self, got: list[Any]) -> None:
+        # Called with the lock held: a filler's batch goes ahead of the queue.
+        assert self.filler is not None
+        item_bytes = self.filler.item_bytes
         self._items.extendleft(reversed(got))
         self._runs.appendleft([len(got), item_bytes])
         self.queued_bytes += item_bytes * len(got)
-        return None
 
     def _fill(self, timeout: float | None) -> list[Any] | None:
         # Called with the lock held; releases it while the filler reads.
@@ -408,12 +416,23 @@ class Inbox:
                 continue
             try:  # the filler completes fut with a batch, or None for anything else
                 got = None if self._items else await fut  # (queued before it lent)
+            except asyncio.CancelledError:
+                self._keep_read(fut)
+                raise
             finally:
-                filler.stop_async(loop)
+                filler.stop_async(loop, fut)
             if got:
                 with self._lock:
                     if (out := self._filled(got, max_items)) is not None:
                         return out  # the hot path: read on this loop, handed out as is
+
+    def _keep_read(self, fut: asyncio.Future[list[Any] | None]) -> None:
+        # A consumer cancelled after the filler completed its wait with a batch: the
+        # batch goes ahead of the queue, for the next consumer.
+        if fut.done() and not fut.cancelled() and (got := fut.result()):
+            with self._lock:
+                self._put_ahead(got)
+                self._notify_consumers()
 
     async def _wait_for_put(
         self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]

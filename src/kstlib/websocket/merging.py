@@ -19,7 +19,10 @@ Rules, the same as ``stream()``'s for each manager:
   the server closed for good) raises that error from the merge, after the items it
   queued before it;
 * leaving the loop early puts the unread items back in their managers, in order, for the
-  next ``stream()`` / ``recv()`` / ``merge()``;
+  next ``stream()`` / ``recv()`` / ``merge()``. The asyncio merge does so when it is
+  closed: an async generator left by ``break`` is closed only once collected, and reads
+  on until then, so wrap it in ``contextlib.aclosing`` when the same managers are read
+  next;
 * a manager never connected is connected first (as ``stream()`` does).
 
 The sync :func:`merge` is one thread on one ``poll``: over the sockets of the managers
@@ -99,7 +102,7 @@ def _merged(managers: list[WebSocketManager], events: bool) -> Iterator[tuple[An
             finished = done[:]  # the slots keep appending to this same list
             done.clear()
             for slot in finished:
-                slot.manager._engine.direct.stop_async(poller)
+                slot.manager._engine.direct.stop_async(poller, slot)
                 unread.append(slot.manager)
                 if slot.result:
                     yield from _handed_out(slot.manager, slot.result)
@@ -278,15 +281,26 @@ async def merge_async(
 
 
 async def _pump(m: aio.WebSocketManager, events: bool, queue: asyncio.Queue[Any]) -> None:
+    stream = m.stream(events=events)
+    held: Any = _NOTHING  # an item taken from the stream, not yet in the queue
     try:
-        async for item in m.stream(events=events):
-            await queue.put((m, item))
+        async for held in stream:
+            await queue.put((m, held))
+            held = _NOTHING
     except asyncio.CancelledError:
+        # what the stream had not handed out goes back first; ahead of it the held
+        # item, and ahead of that what _put_back returns from the queue
+        await stream.aclose()
+        if held is not _NOTHING:
+            m._inbox.extend_front([held])
         raise
     except BaseException as exc:
         await queue.put((None, exc))
         return
     await queue.put((None, None))
+
+
+_NOTHING = object()
 
 
 def _put_back(queue: asyncio.Queue[tuple[Any, Any]]) -> None:

@@ -258,6 +258,8 @@ class DirectRead:
         with self._lock:
             reg = self._on_loop
             if self._role == _LOOP and reg is not None and reg[0] is loop:
+                if self._loop_fut is not None:  # another task on this loop waits for
+                    return False  # the reading: this one waits for the queue
                 self._loop_fut = fut
                 return True
             if self._role != _LENT or self.news or self._reclaiming:
@@ -274,9 +276,10 @@ class DirectRead:
             loop.call_soon(self._on_readable, loop, link)
         return True
 
-    def stop_async(self, loop: Reactor) -> None:
-        """The asyncio consumer's wait ended (on ``loop``'s thread)."""
-        self._loop_fut = None
+    def stop_async(self, loop: Reactor, fut: Waiter) -> None:
+        """The wait on ``fut`` ended (on ``loop``'s thread)."""
+        if self._loop_fut is fut:
+            self._loop_fut = None
 
     def detach(self, loop: Reactor) -> None:
         """``loop`` stops reading for good (on its thread): its reader goes, the role
@@ -313,17 +316,21 @@ class DirectRead:
         """The socket is readable (on the loop's thread): read one batch for the waiting
         consumer. With nobody waiting (the consumer is busy) the reading pauses, so the
         queue bound holds; with the role gone (the engine took it back) it stops."""
+        paused = False
         with self._lock:
             if self._role != _LOOP or self._link is not link:
                 stop = True
             elif self._loop_fut is None:
                 self._role, self._left_at, stop = _LENT, self._clock.monotonic(), True
+                paused = True
             else:
                 stop = self._read_once(link)
         if stop:
             self._unregister(loop)
             if self.news:
                 _send_byte(self._to_engine[1])
+        if paused:  # another task may wait for the queue: it may take the reading now
+            self._delivery.inbox.wake_waiters()
 
     def _read_once(self, link: Link) -> bool:
         """Read on the loop (lock held) until a batch, news, or nothing more to read
