@@ -68,6 +68,39 @@ def test_leaving_a_merge_early_puts_the_unread_rest_back_in_order() -> None:
     assert all(nxt == last + 1 for last, nxt in on_server(body))
 
 
+def test_leaving_a_merge_keeps_the_reads_of_the_other_managers() -> None:
+    # Both sockets hold a message when a merge starts, so its first wait reads both (once
+    # the engines lent their reading); leaving after the first item must put the other
+    # manager's read back.
+    sent = threading.Semaphore(0)
+
+    async def handler(ws: Any) -> None:
+        n = 0
+        async for _ in ws:
+            n += 1
+            await ws.send(json.dumps({"n": n}))  # returns once the kernel has it
+            sent.release()
+
+    def wait_sent(count: int) -> None:
+        for _ in range(count):
+            assert sent.acquire(timeout=10), "a message was never sent"
+
+    def rounds(url: str) -> None:
+        with WebSocketManager(url, **QUIET) as a, WebSocketManager(url, **QUIET) as b:
+            for n in range(1, 41):
+                for m in (a, b):
+                    m.send("go")
+                wait_sent(2)
+                source, msg = next(merge(a, b))  # one item, then the merge is left
+                other = b if source is a else a
+                assert msg["n"] == n
+                assert other.recv(timeout=10)["n"] == n
+
+    with ScriptedServer(handler) as srv, no_leaks():
+        rounds(srv.url)
+        gc.collect()  # a manager's fileno() lives as long as the manager
+
+
 def test_merge_ends_when_every_manager_is_closed() -> None:
     def body(url: str) -> tuple[int, bool]:
         a = WebSocketManager(url, **QUIET)

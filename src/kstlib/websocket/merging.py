@@ -79,58 +79,49 @@ def _check(managers: tuple[Any, ...]) -> None:
 
 
 def _merged(managers: list[WebSocketManager], events: bool) -> Iterator[tuple[Any, Any]]:
-    hides = {id(m): m._hide_markers(events) for m in managers}
+    done: list[_Slot] = []  # direct reads that ended, in the order they did
+    slots = [_Slot(m, events, done) for m in managers]
     poller = _Poller()
-    live = {m.fileno(): m for m in managers}  # by the descriptor of each inbox's signal
+    live = {slot.manager.fileno(): slot for slot in slots}  # by inbox signal
     for fd in live:
         poller.watch(fd)
-    unread: list[Any] = list(managers)  # managers whose socket this thread does not read
-    done: list[_Slot] = []  # direct reads that ended, in the order they did
-    ready = list(managers)  # look at each queue once before the first wait
+    unread = list(slots)  # managers whose socket this thread does not read
+    ready = list(slots)  # look at each queue once before the first wait
+    finished: deque[_Slot] = deque()  # ended reads not handed out yet
     try:
         while live:
-            for m in ready:
-                batch = _queued(m, poller, live)
-                hide = hides[id(m)]
-                if hide is not None and hide():
-                    batch = [item for item in batch if type(item) not in GAP_MARKERS]
-                yield from _handed_out(m, batch)
+            for slot in ready:
+                yield from _handed_out(slot.manager, _queued(slot, poller, live))
             if not live:
                 break
-            unread = [m for m in unread if not _read_for(m, poller, done)]
+            if unread:
+                unread = [slot for slot in unread if not slot.arm(poller)]
             ready = [live[fd] for fd in poller.run_once(busy=bool(done)) if fd in live]
-            finished = done[:]  # the slots keep appending to this same list
+            finished.extend(done)  # the slots keep appending to this same list
             done.clear()
-            for slot in finished:
-                slot.manager._engine.direct.stop_async(poller, slot)
-                unread.append(slot.manager)
-                if slot.result:
-                    yield from _handed_out(slot.manager, slot.result)
+            while finished:
+                slot = finished.popleft()
+                batch = slot.take(poller)
+                unread.append(slot)
+                if batch:
+                    yield from _handed_out(slot.manager, batch)
                 else:  # delivered to the queue, or the reading was taken back
-                    ready.append(slot.manager)
+                    ready.append(slot)
     finally:
+        for slot in finished:  # left early: the reads not handed out go back
+            if slot.result:
+                slot.manager._inbox.extend_front(slot.result)
         for m in managers:
             m._engine.direct.detach(poller)
         poller.close()
 
 
-def _read_for(m: WebSocketManager, poller: _Poller, done: list[_Slot]) -> bool:
-    """Read ``m``'s socket on this thread from now on, if its engine lends it (True);
-    True as well once ``m``'s stream ended (nothing to read any more)."""
-    if m._inbox.finished:
-        return True
-    slot = _Slot(m, done)
-    if not m._engine.direct.fill_async(poller, slot):
-        return False
-    if len(m._inbox):  # queued before the lend: those first (this wait ends at once,
-        slot.set_result(None)  # and a read meanwhile goes to the queue, after them)
-    return True
-
-
-def _queued(m: WebSocketManager, poller: _Poller, live: dict[int, Any]) -> list[Any]:
-    """What ``m`` has queued now; an ended stream leaves the merge (or raises)."""
+def _queued(slot: _Slot, poller: _Poller, live: dict[int, Any]) -> list[Any]:
+    """What ``slot``'s manager has queued now, markers hidden unless wanted; an ended
+    stream leaves the merge (or raises)."""
+    m = slot.manager
     try:
-        return m._inbox.get_batch(timeout=0.0)
+        batch = m._inbox.get_batch(timeout=0.0)
     except InboxFinished as end:
         if end.error is not None:
             raise end.error from None
@@ -138,19 +129,43 @@ def _queued(m: WebSocketManager, poller: _Poller, live: dict[int, Any]) -> list[
         poller.forget(fd)
         live.pop(fd, None)
         return []
+    if slot.hide is not None and slot.hide():
+        return [item for item in batch if type(item) not in GAP_MARKERS]
+    return batch
 
 
 class _Slot:
-    """One wait of a direct read: completed with a batch, or None (look at the queue),
-    it joins ``done``."""
+    """The direct reads of one manager for the merge (a :class:`~kstlib.websocket.
+    engine.direct.Waiter`, one wait at a time): completed with a batch, or None (look
+    at the queue), it joins ``done``."""
 
-    __slots__ = ("_done", "_list", "manager", "result")
+    __slots__ = ("_direct", "_done", "_inbox", "_list", "hide", "manager", "result")
 
-    def __init__(self, manager: Any, done: list[_Slot]) -> None:
+    def __init__(self, manager: WebSocketManager, events: bool, done: list[_Slot]) -> None:
         self.manager = manager
+        self.hide = manager._hide_markers(events)
         self.result: list[Any] | None = None
         self._done = False
         self._list = done
+        self._direct = manager._engine.direct
+        self._inbox = manager._inbox
+
+    def arm(self, poller: _Poller) -> bool:
+        """Read the manager's socket on this thread from now on, if its engine lends it
+        (True); True as well once its stream ended (nothing to read any more)."""
+        if self._inbox.finished:
+            return True
+        self.result, self._done = None, False
+        if not self._direct.fill_async(poller, self):
+            return False
+        if len(self._inbox):  # queued before the lend: those first (this wait ends at
+            self.set_result(None)  # once, and a read meanwhile goes to the queue)
+        return True
+
+    def take(self, poller: _Poller) -> list[Any] | None:
+        """The wait is over: its batch (None: look at the queue)."""
+        self._direct.stop_async(poller, self)
+        return self.result
 
     def done(self) -> bool:
         return self._done
@@ -225,10 +240,11 @@ class _Poller:
                     self._wake_r.recv(4096)
             else:
                 ready.append(fd)
-        with self._lock:
-            soon, self._soon = self._soon, deque()
-        for callback, args in soon:
-            callback(*args)
+        if self._soon:  # (one added meanwhile by another thread wakes the next poll)
+            with self._lock:
+                soon, self._soon = self._soon, deque()
+            for callback, args in soon:
+                callback(*args)
         return ready
 
     def close(self) -> None:
