@@ -15,6 +15,7 @@ Parts, one job each (the protocol rules themselves are in
 ``connector``        handshake + codec + protocol, subscriptions, entering CONNECTED
 ``read_loop``        serving one connection: read, deliver, answer, commands, timers
 ``direct``           the reading lent to a consumer waiting in ``stream()`` / ``recv()``
+``watch``            one thread of the process looking after every lent reading
 ``control``          keepalive pings out, the peer's control frames answered
 ``handover``         make-before-break rotation of the current connection
 ``overlap``          pure: where the old and the new stream of a handover stand
@@ -40,6 +41,8 @@ Threads:
   connection state once it runs (before it starts and after it ended, the
   caller of ``start()`` / ``stop()`` does, under the control lock). It exists from
   ``connect()`` until the manager is *dead* (nothing will reconnect by itself).
+* One watch thread for the process (:mod:`.watch`) looks at every lent reading once
+  per second, while any is lent, and wakes the engines that must take theirs back.
 * A connection replaced by a handover is read by a short-lived closer thread until its
   closing handshake ends (``close_timeout``); the engine joins it at the end.
 * Any thread may write (``send``, ``subscribe``); see :mod:`.link`.

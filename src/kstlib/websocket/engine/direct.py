@@ -26,9 +26,10 @@ of the stream a consumer reported (``news``), or when the role stayed unused for
 :data:`AWAY` seconds (the consumer is busy with its own work: the engine reads again, so
 pings are answered and the queue bound holds however long the consumer works).
 
-While lent, the engine looks every :data:`AWAY` seconds; when a consumer has waited a
-whole period with nothing arriving, the engine sleeps until its next timer instead, and
-the consumer wakes it (one byte on :meth:`engine_fileno`) when it next leaves.
+While lent, the engine sleeps until a command, a timer or news; one thread of the
+process (:mod:`.watch`) looks at every lent reading each :data:`AWAY` seconds
+(:meth:`DirectRead.look`) and wakes the engine (one byte on :meth:`engine_fileno`) that
+must take its reading back.
 
 Limits: one consumer reads at a time (others wait on the inbox); what one read yields is
 queued at once past the bounds (the consumer that read it is the one who empties the
@@ -61,8 +62,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AWAY", "DirectRead", "Reactor", "Waiter"]
 
-#: Seconds the lent role may stay unused before the engine reads again. Each look costs
-#: the engine thread a wake-up, so it is long next to a message gap at trading rates; a
+#: Seconds the lent role may stay unused before the engine reads again, and the period
+#: of the watch's looks (:mod:`.watch`): long next to a message gap at trading rates; a
 #: server ping waits at most twice this for its pong while the consumer is busy (the
 #: engine's own keepalive timers end any lend at once).
 AWAY = 1.0
@@ -127,12 +128,13 @@ class DirectRead:
         self.error: BaseException | None = None
         #: Payload bytes per message of the last batch :meth:`fill` returned.
         self.item_bytes = 0
-        #: Times a consumer left :meth:`fill`, and when it last did.
+        #: Times a consumer read (left :meth:`fill`, or read on its loop), and when one
+        #: last left; the count at the watch's previous look.
         self.visits = 0
         self._left_at = 0.0
-        #: False while the engine sleeps until its timers: the next consumer to leave
-        #: :meth:`fill` wakes it.
-        self._watched = True
+        self._seen = 0
+        #: The watch found the role unused: the engine takes it back.
+        self.recall = False
         #: Wake-up pairs (made at the first lend of a connection, closed at its end).
         self._to_consumer: tuple[socket.socket, socket.socket] = _NO_PAIR
         self._to_engine: tuple[socket.socket, socket.socket] = _NO_PAIR
@@ -237,8 +239,7 @@ class DirectRead:
             self._role = _LENT
             self.visits += 1
             self._left_at = self._clock.monotonic()
-            wake = self.news or not self._watched
-            self._watched = True
+            wake = self.news
             if self._reclaiming:
                 self._left.set()
         if wake:
@@ -357,7 +358,7 @@ class DirectRead:
 
     def engine_fileno(self) -> int:
         """Polled by the engine while the role is lent: readable when a consumer has
-        news or left while the engine was not watching."""
+        news, or the watch recalls the role."""
         return self._to_engine[0].fileno()
 
     def lend(self, link: Link) -> None:
@@ -370,8 +371,8 @@ class DirectRead:
             poller.register(self._to_consumer[0].fileno(), select.POLLIN)
             self._link, self._poller = link, poller
         with self._lock:
-            self.wanted = False
-            self._watched = True
+            self.wanted = self.recall = False
+            self._seen = self.visits
             self._left_at = self._clock.monotonic()
             self._role = _LENT
             wanting, self._wanting = self._wanting, None
@@ -379,21 +380,21 @@ class DirectRead:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 wanting.call_soon_threadsafe(_nothing)
 
-    def check_in(self, visits: int, now: float) -> tuple[bool, float]:
-        """The engine's periodic look while the role is lent (``visits``: the count at
-        its previous look): ``(take it back, seconds until the next look)``."""
+    def look(self) -> None:
+        """The watch's periodic look while the role is lent (on its thread): recall the
+        role when it stayed unused for :data:`AWAY` seconds, or when a loop read nothing
+        since the previous look (nothing came for a while, or the loop is blocked: the
+        engine reads again, and the loop's next wait gets the role back)."""
         with self._lock:
+            seen, self._seen = self._seen, self.visits
             if self._role == _LENT:
-                away = now - self._left_at
-                return away >= AWAY, AWAY - away
-            if self.visits == visits and self._role == _LOOP:
-                # nothing came for a while, or the loop is blocked: read again (then
-                # the loop's next wait gets the role back)
-                return True, AWAY
-            if self.visits == visits:  # a consumer waits and nothing came: sleep long
-                self._watched = False
-                return False, math.inf
-            return False, AWAY
+                recall = self._clock.monotonic() - self._left_at >= AWAY
+            else:
+                recall = self._role == _LOOP and self.visits == seen
+            if not recall or self.recall:
+                return
+            self.recall = True
+        _send_byte(self._to_engine[1])
 
     def clear_engine_wake(self) -> None:
         """Read the wake-up bytes sent to the engine."""

@@ -28,12 +28,13 @@ from kstlib.websocket.models import ConnectionState, DisconnectReason
 from . import handover
 from .closing import Ending, graceful, lost
 from .control import after_controls, send_heartbeat, send_ping
-from .direct import AWAY, DirectRead
+from .direct import DirectRead
 from .link import Link
 from .mailbox import StopMode
 from .overlap import handover_enabled
 from .policy import ProactivePolicy
 from .runtime import Runtime
+from .watch import WATCH
 
 __all__ = ["serve"]
 
@@ -243,26 +244,24 @@ class _Serving:
 
     def _while_lent(self, direct: DirectRead) -> None:
         """Sleep while a consumer reads: until a command, news from the consumer, a
-        timer, or the role unused for :data:`~.direct.AWAY` seconds."""
+        timer, or the watch recalling the role (:mod:`.watch`)."""
         clock, mailbox = self.rt.clock, self.rt.mailbox
         if self.lent_poller is None:
             self.lent_poller = select.poll()
             self.lent_poller.register(mailbox.fileno(), select.POLLIN)
             self.lent_poller.register(direct.engine_fileno(), select.POLLIN)
-        visits, wait = direct.visits, AWAY
-        while True:
-            timers = self._wake_at()
-            if self.lent_poller.poll(_poll_ms(min(timers - clock.monotonic(), wait))):
-                direct.clear_engine_wake()
-            if mailbox.pending or direct.news:
-                return
-            now = clock.monotonic()
-            if timers <= now:
-                return
-            take_back, wait = direct.check_in(visits, now)
-            if take_back:
-                return
-            visits = direct.visits
+        WATCH.add(direct)
+        try:
+            while True:
+                timers = self._wake_at()
+                if self.lent_poller.poll(_poll_ms(timers - clock.monotonic())):
+                    direct.clear_engine_wake()
+                if mailbox.pending or direct.news or direct.recall:
+                    return
+                if timers <= clock.monotonic():
+                    return
+        finally:
+            WATCH.discard(direct)
 
     def _sleep(self) -> None:
         # nothing scheduled (inf): data or a command ends it
