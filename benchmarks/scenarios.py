@@ -216,6 +216,15 @@ def build_cases(quick: bool, repeat: int) -> list[Case]:
 
 #: The latency scenarios' runners: ours, every peer, and the floor (a blocking socket).
 TIMED_RUNNERS = (*OURS_MAIN, *PEERS, "transport-floor")
+#: Those that read many connections from one thread (an event loop, ``merge()``, epoll).
+ONE_LOOP_RUNNERS = (
+    "kstlib-merge",
+    "kstlib-asyncio",
+    "picows",
+    "websockets-asyncio",
+    "aiohttp",
+    "transport-floor",
+)
 
 _LATENCY_EXTRAS = (
     ("p99_us", "p99 µs", "{:.1f}"),
@@ -244,7 +253,7 @@ def trading_cases(size: Callable[[int, int], int], repeat: int) -> list[Case]:
     ``size(full, quick)`` picks the full or the ``--quick`` size.
     """
     cases: list[Case] = []
-    for name, conns, rate, warm, measured, title, how in (
+    for name, conns, rate, warm, measured, title, how, runners in (
         (
             "latency-1",
             1,
@@ -253,6 +262,7 @@ def trading_cases(size: Callable[[int, int], int], repeat: int) -> list[Case]:
             size(10_000, 400),
             "7. Latency: 1 connection, 1,000 msg/s",
             "one message every millisecond on one connection",
+            TIMED_RUNNERS,
         ),
         (
             "latency-50",
@@ -264,6 +274,21 @@ def trading_cases(size: Callable[[int, int], int], repeat: int) -> list[Case]:
             "50 connections, 20 messages/s each, staggered: one message every millisecond "
             "on the next connection in turn (no bursts), consumed by one thread per "
             "connection (sync clients) or one task per connection (asyncio clients)",
+            (*TIMED_RUNNERS, "kstlib-merge"),
+        ),
+        (
+            "latency-500",
+            500,
+            2,
+            size(4, 2),
+            size(20, 3),
+            "8b. Latency: 500 connections x 2 msg/s",
+            "500 connections, 2 messages/s each, staggered as above (one message every "
+            "millisecond on the next connection in turn); only the clients that read every "
+            "connection from one thread (the thread-per-connection clients would need 500 "
+            "threads each): merge() for the sync front, one task per connection for the "
+            "asyncio ones",
+            ONE_LOOP_RUNNERS,
         ),
     ):
         count = warm + measured
@@ -276,7 +301,7 @@ def trading_cases(size: Callable[[int, int], int], repeat: int) -> list[Case]:
                 name,
                 title,
                 "timed",
-                TIMED_RUNNERS if conns == 1 else (*TIMED_RUNNERS, "kstlib-merge"),
+                runners,
                 "p50_us",
                 "µs",
                 False,

@@ -32,7 +32,7 @@ COLUMNS = (
     "transport-floor",
 )
 OURS = ("kstlib-sync", "kstlib-asyncio")
-CASES = ("latency-1", "latency-50", "burst", "rtt")
+CASES = ("latency-1", "latency-50", "latency-500", "burst", "rtt")
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ MEASURES = (
     Measure("latency-50", "p99_us", "50 conns p99"),
     Measure("latency-50", "p999_us", "50 conns p99.9"),
     Measure("latency-50", "cpu_ms_per_1k", "50 conns CPU"),
+    Measure("latency-500", "", "500 conns p50"),
+    Measure("latency-500", "p99_us", "500 conns p99"),
+    Measure("latency-500", "cpu_ms_per_1k", "500 conns CPU"),
     Measure("burst", "", "burst last p50"),
     Measure("burst", "last_p99_us", "burst last p99"),
     Measure("burst", "cpu_ms_per_1k", "burst CPU"),
@@ -82,7 +85,7 @@ def present(cases: list[Case], summaries: dict[str, dict[str, Summary]]) -> list
     """The runners of the issue-12 cases that ran, in :data:`COLUMNS` order."""
     names = {c.name for c in cases}
     seen = {r for c in cases if c.name in CASES for r in c.runners}
-    if not names & {"latency-1", "latency-50", "burst"}:
+    if not names & {"latency-1", "latency-50", "latency-500", "burst"}:
         return []
     return [r for r in COLUMNS if r in seen]
 
@@ -164,15 +167,16 @@ def section(cases: list[Case], summaries: dict[str, dict[str, Summary]]) -> list
             ("cpu_ms_per_1k",),
             extra="consumer_cpu_ms_per_1k",
         )
-    if "latency-50" in by_name:
-        spec = by_name["latency-50"].spec
+    for case in ("latency-50", "latency-500"):
+        if case not in by_name:
+            continue
+        spec = by_name[case].spec
         row(
-            f"{spec.get('conns', 50)} connections x {spec.get('rate', 20)} msg/s: "
-            "p50 / p99 / p99.9 (µs)",
-            "latency-50",
+            f"{spec['conns']} connections x {spec['rate']} msg/s: p50 / p99 / p99.9 (µs)",
+            case,
             ("", "p99_us", "p999_us"),
         )
-        row("same: CPU per 1,000 messages (ms)", "latency-50", ("cpu_ms_per_1k",))
+        row("same: CPU per 1,000 messages (ms)", case, ("cpu_ms_per_1k",))
     if "burst" in by_name:
         spec = by_name["burst"].spec
         burst = int(spec.get("burst", 200))

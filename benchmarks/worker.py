@@ -107,9 +107,18 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _raise_fd_limit() -> None:
+    """Up to the hard limit: 500 connections take several thousand descriptors with some
+    clients (ours: the socket, and wake-up pairs per manager), past a soft limit of 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     spec = json.loads(args[0])
+    _raise_fd_limit()
     try:
         result = measure(spec)
     except BaseException as exc:
