@@ -377,7 +377,8 @@ def aiohttp_client(url: str, conns: int, count: int, warm: int, seconds: float) 
 
     async def run() -> None:
         async with contextlib.AsyncExitStack() as stack:
-            session = await stack.enter_async_context(aiohttp.ClientSession())
+            connector = aiohttp.TCPConnector(limit=0)  # its default holds 100 connections
+            session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
             handles = [
                 await stack.enter_async_context(Aiohttp._connect(session, url, False))
                 for _ in range(conns)
