@@ -199,18 +199,25 @@ def test_merge_refuses_nothing_and_duplicates() -> None:
     on_server(body)
 
 
+async def first_then_leave(merged: Any, count: int) -> list[tuple[Any, Any]]:
+    """The first ``count`` pairs of an asyncio merge, which is then closed (an async
+    generator left by ``break`` is closed only once collected)."""
+    pairs = []
+    async with contextlib.aclosing(merged):
+        async for pair in merged:
+            pairs.append(pair)
+            if len(pairs) == count:
+                break
+    return pairs
+
+
 def test_asyncio_merge_in_order_per_manager_and_the_rest_put_back() -> None:
     async def main(url: str) -> tuple[list[list[int]], list[int]]:
         async with (
             aio.WebSocketManager(url, **QUIET) as a,
             aio.WebSocketManager(url, **QUIET) as b,
         ):
-            pairs = []
-            async with contextlib.aclosing(aio.merge(a, b)) as merged:
-                async for pair in merged:
-                    pairs.append(pair)
-                    if len(pairs) == COUNT:
-                        break
+            pairs = await first_then_leave(aio.merge(a, b), COUNT)
             for m in (a, b):
                 await m.send("more")  # so that each has a next message, taken or not
             nexts = [(await m.recv(timeout=30))["n"] for m in (a, b)]
@@ -232,13 +239,7 @@ def test_asyncio_merge_left_with_full_buffers_loses_nothing(monkeypatch: Any) ->
             aio.WebSocketManager(url, **QUIET) as a,
             aio.WebSocketManager(url, **QUIET) as b,
         ):
-            pairs = []
-            async with contextlib.aclosing(aio.merge(a, b)) as merged:
-                async for pair in merged:
-                    pairs.append(pair)
-                    if len(pairs) == 10:
-                        break
-            got = per_source(pairs, a, b)
+            got = per_source(await first_then_leave(aio.merge(a, b), 10), a, b)
             for ids, m in zip(got, (a, b), strict=True):
                 while len(ids) < COUNT:
                     ids.append((await m.recv(timeout=30))["n"])
