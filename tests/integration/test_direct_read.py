@@ -56,16 +56,21 @@ def test_a_waiting_consumer_reads_its_messages_on_its_own_thread() -> None:
     assert readers.names[2:] == [threading.current_thread().name] * 18
 
 
+async def one_by_one(ws: aio.WebSocketManager, count: int) -> list[int]:
+    """Ask a :func:`one_per_go` server for ``count`` messages, one ``go`` per ``recv``."""
+    got = []
+    for _ in range(count):
+        await ws.send("go")
+        got.append((await ws.recv(timeout=30))["n"])
+    return got
+
+
 def test_an_asyncio_consumer_reads_its_messages_on_its_loop() -> None:
     readers = ReaderThreads()
 
     async def main(url: str) -> list[int]:
         async with aio.WebSocketManager(url, decode=readers, **QUIET) as ws:
-            got = []
-            for _ in range(20):
-                await ws.send("go")
-                got.append((await ws.recv(timeout=30))["n"])
-            return got
+            return await one_by_one(ws, 20)
 
     with ScriptedServer(one_per_go) as srv, no_leaks():
         got = asyncio.run(main(srv.url))
@@ -90,11 +95,7 @@ def test_an_asyncio_consumer_never_reads_when_delivery_may_write() -> None:
 
     async def main(url: str) -> list[int]:
         async with aio.WebSocketManager(url, decode=readers, heartbeat=beat, **QUIET) as ws:
-            got = []
-            for _ in range(10):
-                await ws.send("go")
-                got.append((await ws.recv(timeout=30))["n"])
-            return got
+            return await one_by_one(ws, 10)
 
     with ScriptedServer(pings_then_one_per_go) as srv, no_leaks():
         got = asyncio.run(main(srv.url))
