@@ -216,3 +216,14 @@ def test_two_asyncio_tasks_waiting_on_one_manager_both_get_a_message() -> None:
 
     with ScriptedServer(one_per_go) as srv, no_leaks():
         assert asyncio.run(main(srv.url)) == [2, 3]
+
+
+def test_a_sync_recv_with_a_very_long_timeout_reads_directly() -> None:
+    # poll() takes an int of milliseconds: a timeout of years must not overflow it.
+    with ScriptedServer(one_per_go) as srv, no_leaks():
+        with WebSocketManager(srv.url, **QUIET) as ws:
+            got = []
+            for _ in range(5):  # the engine lends the reading once the consumer waited
+                ws.send("go")
+                got.append(ws.recv(timeout=1e8)["n"])
+    assert got == [1, 2, 3, 4, 5]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Protocol
 
-__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock"]
+__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock", "poll_ms"]
 
 
 class Clock(Protocol):
@@ -25,3 +26,11 @@ class SystemClock:
 
 
 SYSTEM_CLOCK: Clock = SystemClock()
+
+
+def poll_ms(delay: float) -> int:
+    """``poll``'s timeout for ``delay`` seconds: -1 for ever (``inf``), else whole
+    milliseconds, at most an hour (``poll`` takes a C int; the caller polls again)."""
+    if delay == math.inf:
+        return -1
+    return min(max(0, math.ceil(delay * 1000.0)), 3_600_000)

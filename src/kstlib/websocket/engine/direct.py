@@ -45,7 +45,6 @@ engine thread.
 from __future__ import annotations
 
 import contextlib
-import math
 import select
 import socket
 import threading
@@ -54,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kstlib.websocket.inbox import look_again
 
-from .clock import Clock
+from .clock import Clock, poll_ms
 from .delivery import Delivery
 
 if TYPE_CHECKING:
@@ -220,7 +219,7 @@ class DirectRead:
     def _poll_ms(self, deadline: float | None) -> int:
         if deadline is None:
             return -1
-        return max(0, math.ceil((deadline - self._clock.monotonic()) * 1000.0))
+        return poll_ms(deadline - self._clock.monotonic())
 
     def _woken(self) -> bool:
         """The engine's wake byte arrived: True when it wants the role back."""

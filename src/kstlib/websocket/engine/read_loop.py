@@ -18,7 +18,6 @@ Thread-safety: the engine thread only.
 from __future__ import annotations
 
 import logging
-import math
 import select
 from typing import Any
 
@@ -26,6 +25,7 @@ from kstlib.websocket.exceptions import WebSocketError
 from kstlib.websocket.models import ConnectionState, DisconnectReason
 
 from . import handover
+from .clock import poll_ms
 from .closing import Ending, graceful, lost
 from .control import after_controls, send_heartbeat, send_ping
 from .direct import DirectRead
@@ -254,7 +254,7 @@ class _Serving:
         try:
             while True:
                 timers = self._wake_at()
-                if self.lent_poller.poll(_poll_ms(timers - clock.monotonic())):
+                if self.lent_poller.poll(poll_ms(timers - clock.monotonic())):
                     direct.clear_engine_wake()
                 if mailbox.pending or direct.news or direct.recall:
                     return
@@ -265,15 +265,8 @@ class _Serving:
 
     def _sleep(self) -> None:
         # nothing scheduled (inf): data or a command ends it
-        self.poller.poll(_poll_ms(self._wake_at() - self.rt.clock.monotonic()))
+        self.poller.poll(poll_ms(self._wake_at() - self.rt.clock.monotonic()))
 
     def _wake_at(self) -> float:
         """The next moment a timer of this connection is due (``inf``: none)."""
         return min(self.link.keepalive.wake_at(), self.policy.wake_at())
-
-
-def _poll_ms(delay: float) -> int:
-    """``poll``'s timeout for ``delay`` seconds: -1 for ever, at most an hour."""
-    if delay == math.inf:
-        return -1
-    return min(max(0, math.ceil(delay * 1000.0)), 3_600_000)
