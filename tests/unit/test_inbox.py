@@ -213,6 +213,7 @@ class RacedFiller:
     reading back and queues what came next (``newer``)."""
 
     item_bytes = 10
+    lends = 1
 
     def __init__(self, inbox: Inbox, batch: list[str], newer: list[str]) -> None:
         self.inbox, self.batch, self.newer = inbox, batch, newer
@@ -262,3 +263,53 @@ def test_a_batch_read_for_a_consumer_cancelled_meanwhile_is_kept_in_order() -> N
 
     asyncio.run(main())
     assert inbox.drain() == ["read-1", "read-2", "newer"]
+
+
+class LateLender:
+    """A filler that is refused at first, and lent right after the refusal (before the
+    consumer waits on the queue): the producer's wake-up finds nobody waiting yet."""
+
+    item_bytes = 10
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self.lends = 0
+        self.tries = 0
+
+    def _refused_then_lent(self) -> bool:
+        self.tries += 1
+        if self.tries > 1:
+            return False
+        self.lends += 1  # the engine lends now, and wakes whoever waits: nobody yet
+        self.inbox.wake_waiters()
+        return True
+
+    def fill(self, timeout: float | None) -> list[str] | None:
+        return None if self._refused_then_lent() else ["read"]
+
+    def fill_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[object]) -> bool:
+        if self._refused_then_lent():
+            return False
+        loop.call_soon(fut.set_result, ["read"])
+        return True
+
+    def stop_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[object]) -> None:
+        pass
+
+
+def test_a_lend_between_a_refusal_and_the_wait_is_not_missed() -> None:
+    inbox = Inbox(100)
+    inbox.filler = filler = LateLender(inbox)
+    assert inbox.get_batch(timeout=3) == ["read"]  # not [] after 3 s
+    assert filler.tries == 2
+
+
+def test_a_lend_between_a_refusal_and_the_wait_is_not_missed_asyncio() -> None:
+    inbox = Inbox(100)
+    inbox.filler = filler = LateLender(inbox)
+
+    async def main() -> list[str]:
+        return await asyncio.wait_for(inbox.get_batch_async(), 3)
+
+    assert asyncio.run(main()) == ["read"]  # no timeout
+    assert filler.tries == 2

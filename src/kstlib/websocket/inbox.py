@@ -63,6 +63,9 @@ class Filler(Protocol):
 
     #: Payload bytes per message of the last batch :meth:`fill` returned.
     item_bytes: int
+    #: Times the reading was lent: a consumer the filler refused waits on the queue only
+    #: while this is unchanged (a lend between the refusal and the wait would be missed).
+    lends: int
 
     def fill(self, timeout: float | None) -> list[Any] | None:
         """Read for up to ``timeout`` seconds (None: no limit), only while nothing is
@@ -384,11 +387,15 @@ class Inbox:
         filler = self.filler
         if filler is None:
             return None
+        lends = filler.lends
         self._lock.release()
         try:
-            return filler.fill(timeout)
+            got = filler.fill(timeout)
         finally:
             self._lock.acquire()
+        if got is None and filler.lends != lends:
+            return []  # lent since it refused: try again
+        return got
 
     def wake_waiters(self) -> None:
         """Wake every consumer waiting in :meth:`get_batch` or :meth:`get_batch_async`
@@ -411,8 +418,9 @@ class Inbox:
                 if self._finished:
                     raise InboxFinished(self._error)
             fut: asyncio.Future[list[Any] | None] = loop.create_future()
+            lends = 0 if filler is None else filler.lends
             if filler is None or not filler.fill_async(loop, fut):
-                await self._wait_for_put(loop, fut)
+                await self._wait_for_put(loop, fut, lends)
                 continue
             try:  # the filler completes fut with a batch, or None for anything else
                 got = None if self._items else await fut  # (queued before it lent)
@@ -435,12 +443,15 @@ class Inbox:
                 self._notify_consumers()
 
     async def _wait_for_put(
-        self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]
+        self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], lends: int
     ) -> None:
-        """Await the next put (or the end, or the filler becoming free)."""
+        """Await the next put (or the end, or the filler becoming free: at once when it
+        was lent again since its count was ``lends``)."""
         waiter = (loop, fut, threading.get_ident())
         with self._lock:
             if self._items or self._finished:
+                return
+            if self.filler is not None and self.filler.lends != lends:
                 return
             self._async_waiters.append(waiter)
         try:

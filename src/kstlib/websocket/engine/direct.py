@@ -127,6 +127,8 @@ class DirectRead:
         self.error: BaseException | None = None
         #: Payload bytes per message of the last batch :meth:`fill` returned.
         self.item_bytes = 0
+        #: Times the role was lent (see :class:`~kstlib.websocket.inbox.Filler`).
+        self.lends = 0
         #: Times a consumer read (left :meth:`fill`, or read on its loop), and when one
         #: last left; the count at the watch's previous look.
         self.visits = 0
@@ -256,13 +258,16 @@ class DirectRead:
         if self._delivery.may_write():
             return False
         with self._lock:
+            if self.news or self._reclaiming:  # the engine takes the role back: a wait
+                self.wanted, self._wanting = True, loop  # begun now would never end
+                return False
             reg = self._on_loop
             if self._role == _LOOP and reg is not None and reg[0] is loop:
                 if self._loop_fut is not None:  # another task on this loop waits for
                     return False  # the reading: this one waits for the queue
                 self._loop_fut = fut
                 return True
-            if self._role != _LENT or self.news or self._reclaiming:
+            if self._role != _LENT:
                 self.wanted, self._wanting = True, loop
                 return False
             if reg is not None and reg[0] is not loop:
@@ -371,6 +376,7 @@ class DirectRead:
             self._link, self._poller = link, poller
         with self._lock:
             self.wanted = self.recall = False
+            self.lends += 1
             self._seen = self.visits
             self._left_at = self._clock.monotonic()
             self._role = _LENT
