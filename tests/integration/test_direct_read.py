@@ -9,6 +9,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -198,17 +199,25 @@ def test_a_busy_asyncio_consumer_leaves_the_flood_unread() -> None:
     assert read < FLOOD // 2
 
 
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the loop run until ``condition`` holds (it is looked at each millisecond)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
 def test_two_asyncio_tasks_waiting_on_one_manager_both_get_a_message() -> None:
     # One task waits on the loop's read; a second one must not take that wait over (nor
     # end it when it leaves): each message wakes one of them, none is left hanging.
     async def main(url: str) -> list[int]:
         async with aio.WebSocketManager(url, **QUIET) as ws:
+            direct, inbox = ws._engine.direct, ws._inbox
             await ws.send("go")  # the engine lends the reading once it read this one
             assert (await ws.recv(timeout=30))["n"] == 1
             first = asyncio.ensure_future(ws.recv(timeout=30))
-            await asyncio.sleep(0.05)  # the first task holds the loop's read
+            await until(lambda: direct._loop_fut is not None)  # it holds the loop's read
             second = asyncio.ensure_future(ws.recv(timeout=30))
-            await asyncio.sleep(0.05)
+            await until(lambda: len(inbox._async_waiters) == 1)  # it waits for the queue
             for _ in range(2):
                 await ws.send("go")
             got = await asyncio.gather(first, second)
