@@ -4,8 +4,8 @@ Starts the loopback server (:mod:`benchmarks.server`), then runs each measuremen
 fresh worker process (:mod:`benchmarks.worker`), rotating the order of the clients from
 one repetition to the next, with a one-line progress display on stderr. Writes
 ``RESULTS.md``, ``results.json`` and ``results.png`` to ``--out`` (default: this
-directory; for ``--quick``, a temporary directory so that a smoke run never replaces the
-committed results).
+directory; for ``--quick`` or ``--runners``, a temporary directory so that a smoke run,
+or a run without every peer, never replaces the committed results).
 
 A client that fails (not installed yet, a bug, a timeout) yields "error: ..." rows; the
 others still run. An import error skips that client for the rest of the run.
@@ -249,7 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         help="repetitions per measurement (default 5; rtt, many, latency, burst and relay "
         "at most 3, memory 1)",
     )
-    parser.add_argument("--out", type=Path, help="output directory (default: benchmarks/)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output directory (default: benchmarks/; with --quick or --runners, a "
+        "temporary directory)",
+    )
     parser.add_argument(
         "--from-json",
         type=Path,
@@ -262,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         return rerender(args.from_json, args.out or args.from_json.parent)
 
     out: Path = args.out or (
-        Path(tempfile.gettempdir()) / "kstlib-benchmarks-quick" if args.quick else HERE
+        Path(tempfile.gettempdir()) / "kstlib-benchmarks-partial"
+        if args.quick or args.runners
+        else HERE
     )
     out.mkdir(parents=True, exist_ok=True)
     want_relay, others = split_relay(args.scenarios)
