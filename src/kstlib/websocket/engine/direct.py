@@ -258,16 +258,15 @@ class DirectRead:
         if self._delivery.may_write():
             return False
         with self._lock:
-            if self.news or self._reclaiming:  # the engine takes the role back: a wait
-                self.wanted, self._wanting = True, loop  # begun now would never end
-                return False
+            # The engine takes the role back: a wait begun now would never end.
+            taking_back = self.news or self._reclaiming
             reg = self._on_loop
-            if self._role == _LOOP and reg is not None and reg[0] is loop:
+            if not taking_back and self._role == _LOOP and reg is not None and reg[0] is loop:
                 if self._loop_fut is not None:  # another task on this loop waits for
                     return False  # the reading: this one waits for the queue
                 self._loop_fut = fut
                 return True
-            if self._role != _LENT:
+            if taking_back or self._role != _LENT:
                 self.wanted, self._wanting = True, loop
                 return False
             if reg is not None and reg[0] is not loop:
