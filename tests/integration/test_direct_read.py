@@ -212,8 +212,12 @@ def test_two_asyncio_tasks_waiting_on_one_manager_both_get_a_message() -> None:
     async def main(url: str) -> list[int]:
         async with aio.WebSocketManager(url, **QUIET) as ws:
             direct, inbox = ws._engine.direct, ws._inbox
-            await ws.send("go")  # the engine lends the reading once it read this one
-            assert (await ws.recv(timeout=30))["n"] == 1
+            # A consumer that asked for the reading (the engine has it, so it waits on
+            # the queue) before the first message: the engine lends once it read it.
+            zeroth = asyncio.ensure_future(ws.recv(timeout=30))
+            await until(lambda: len(inbox._async_waiters) == 1)
+            await ws.send("go")
+            assert (await zeroth)["n"] == 1
             first = asyncio.ensure_future(ws.recv(timeout=30))
             await until(lambda: direct._loop_fut is not None)  # it holds the loop's read
             second = asyncio.ensure_future(ws.recv(timeout=30))
