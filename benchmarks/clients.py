@@ -266,6 +266,14 @@ class KstlibAsync:
         return asyncio.run(run())
 
 
+class KstlibConsume(KstlibAsync):
+    """The asyncio front's ``consume(handler)``: the handler runs in the event loop's
+    reader turn, as picows' ``on_ws_frame`` does (timed scenarios:
+    :func:`benchmarks.latency.kstlib_consume`)."""
+
+    name = "kstlib-consume"
+
+
 class KstlibSyncStamped(KstlibSync):
     """The sync iterator with ``timestamps=True``: each message arrives as
     ``Stamped(message, received_ns)`` (the cost of the stamp, against kstlib-sync)."""
@@ -1167,6 +1175,7 @@ RUNNERS: dict[str, Any] = {
         KstlibSyncDrop,
         KstlibSyncStamped,
         KstlibMerge,
+        KstlibConsume,
         WebsocketClient,
         WebsocketsSync,
         WebsocketsAsync,

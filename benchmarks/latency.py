@@ -224,8 +224,6 @@ def kstlib_merge(url: str, conns: int, count: int, warm: int, seconds: float) ->
 
 
 def kstlib_asyncio(url: str, conns: int, count: int, warm: int, seconds: float) -> Recorder:
-    from kstlib.websocket.aio import WebSocketManager
-
     rec = Recorder(conns, count, warm, seconds)
 
     async def consume(i: int, ws: Any) -> None:
@@ -242,6 +240,48 @@ def kstlib_asyncio(url: str, conns: int, count: int, warm: int, seconds: float) 
                 break
         rec.finish()
 
+    _kstlib_tasks(url, conns, consume, rec)
+    return rec
+
+
+class _Enough(Exception):
+    """Ends a ``consume()`` handler's run once it has its messages."""
+
+
+def kstlib_consume(url: str, conns: int, count: int, warm: int, seconds: float) -> Recorder:
+    """The asyncio front's ``consume(handler)``: the handler runs in the loop's reader turn
+    (picows' ``on_ws_frame`` model)."""
+    rec = Recorder(conns, count, warm, seconds)
+
+    async def consume(i: int, ws: Any) -> None:
+        recv, stamp, now = rec.recv[i].append, rec.stamp[i].append, monotonic_ns
+        opens = warm if i == 0 else -1
+        n = 0
+
+        def handler(msg: Any) -> None:
+            nonlocal n
+            recv(now())
+            stamp(msg["E"])
+            n += 1
+            if n == opens:
+                rec.open()
+            if n == count:
+                raise _Enough
+
+        with contextlib.suppress(_Enough):
+            await ws.consume(handler)
+        rec.finish()
+
+    _kstlib_tasks(url, conns, consume, rec)
+    return rec
+
+
+def _kstlib_tasks(
+    url: str, conns: int, consume: Callable[[int, Any], Awaitable[None]], rec: Recorder
+) -> None:
+    """``conns`` asyncio managers, one ``consume`` task each, on a new event loop."""
+    from kstlib.websocket.aio import WebSocketManager
+
     async def start(ws: Any) -> None:
         await ws.send(b"go")
 
@@ -256,7 +296,6 @@ def kstlib_asyncio(url: str, conns: int, count: int, warm: int, seconds: float) 
             await _drive_tasks(handles, start, consume, rec)
 
     asyncio.run(run())
-    return rec
 
 
 # --------------------------------------------------------------------------- peers
@@ -549,6 +588,7 @@ TIMED: dict[str, Callable[[str, int, int, int, float], Recorder]] = {
     "kstlib-sync": kstlib_sync,
     "kstlib-asyncio": kstlib_asyncio,
     "kstlib-merge": kstlib_merge,
+    "kstlib-consume": kstlib_consume,
     "websocket-client": websocket_client,
     "websockets-sync": websockets_sync,
     "websockets-asyncio": websockets_asyncio,

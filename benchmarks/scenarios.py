@@ -215,11 +215,12 @@ def build_cases(quick: bool, repeat: int) -> list[Case]:
 
 
 #: The latency scenarios' runners: ours, every peer, and the floor (a blocking socket).
-TIMED_RUNNERS = (*OURS_MAIN, *PEERS, "transport-floor")
+TIMED_RUNNERS = (*OURS_MAIN, "kstlib-consume", *PEERS, "transport-floor")
 #: Those that read many connections from one thread (an event loop, ``merge()``, epoll).
 ONE_LOOP_RUNNERS = (
     "kstlib-merge",
     "kstlib-asyncio",
+    "kstlib-consume",
     "picows",
     "websockets-asyncio",
     "aiohttp",

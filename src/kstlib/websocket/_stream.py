@@ -18,13 +18,13 @@ reaches exactly one of them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import Any
 
 from kstlib.websocket.inbox import Inbox, InboxFinished
 from kstlib.websocket.models import GAP_MARKERS
 
-__all__ = ["drain", "drain_async"]
+__all__ = ["consume_async", "drain", "drain_async"]
 
 HideMarkers = Callable[[], bool] | None
 Markers = tuple[type, ...]
@@ -32,7 +32,7 @@ Markers = tuple[type, ...]
 
 def drain(
     inbox: Inbox, hide_markers: HideMarkers = None, markers: Markers = GAP_MARKERS
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """Blocking iterator over ``inbox`` (see the module docstring)."""
     while True:
         try:
@@ -84,3 +84,37 @@ async def drain_async(
             rest = list(it)  # what the consumer did not take
             if rest:
                 inbox.extend_front(rest)
+
+
+async def consume_async(
+    inbox: Inbox,
+    handler: Callable[[Any], object],
+    hide_markers: HideMarkers = None,
+    start: Callable[[], Awaitable[None]] | None = None,
+    markers: Markers = GAP_MARKERS,
+) -> None:
+    """Call ``handler(item)`` for every item of ``inbox``, in order, on the event loop,
+    until the inbox is finished (same end and error rules as :func:`drain_async`). A
+    message read on the loop reaches ``handler`` in the reader's own turn
+    (:meth:`Inbox.serve_async`). When ``handler`` raises, the rest of its batch goes
+    back to the head of the queue and the error is raised here."""
+    if start is not None:
+        await start()
+
+    def handle(batch: list[Any]) -> None:
+        hide = markers if hide_markers is not None and hide_markers() else ()
+        it = iter(batch)
+        try:
+            for item in it:
+                if not hide or type(item) not in hide:
+                    handler(item)
+        finally:
+            rest = list(it)  # what the handler did not take
+            if rest:
+                inbox.extend_front(rest)
+
+    try:
+        await inbox.serve_async(handle)
+    except InboxFinished as end:
+        if end.error is not None:
+            raise end.error from None

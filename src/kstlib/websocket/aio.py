@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from kstlib.websocket._base import BaseManager
-from kstlib.websocket._stream import drain_async
+from kstlib.websocket._stream import consume_async, drain_async
 from kstlib.websocket.engine import StopMode
 from kstlib.websocket.exceptions import WebSocketClosedError, WebSocketTimeoutError
 from kstlib.websocket.inbox import InboxFinished
@@ -173,6 +173,21 @@ class WebSocketManager(BaseManager):
         ``connect()`` was never called."""
         hide = self._hide_markers(events)
         return drain_async(self._inbox, hide, None if self._started else self._connect_once)
+
+    async def consume(self, handler: Callable[[Any], object], events: bool = False) -> None:
+        """Call ``handler(msg)`` on the event loop for every message (and gap marker, with
+        ``events=True``), in order, until the stream ends: the same items, end and error
+        rules as ``async for msg in ws.stream(events=events)``, with less between the
+        socket and your code. While ``handler`` has nothing to do, the socket is read on
+        the loop and a message that arrives is passed to ``handler`` in the same loop
+        turn, with no task switch (picows' ``on_ws_frame`` model). ``handler`` is a plain
+        function: it must not block the loop (hand slow work to a task or a thread).
+        When it raises, the messages after that one stay queued (a later ``stream()`` or
+        ``consume()`` gets them) and the error is raised here. Connects first if
+        ``connect()`` was never called."""
+        hide = self._hide_markers(events)
+        start = None if self._started else self._connect_once
+        await consume_async(self._inbox, handler, hide, start)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self.stream()

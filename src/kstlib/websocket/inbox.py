@@ -33,10 +33,10 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-__all__ = ["OVERFLOW_POLICIES", "Filler", "Inbox", "InboxFinished"]
+__all__ = ["OVERFLOW_POLICIES", "Filler", "Inbox", "InboxFinished", "Waiter"]
 
 OVERFLOW_POLICIES = ("block", "drop_oldest")
 
@@ -58,6 +58,17 @@ def look_again(fut: Any) -> None:
         fut.set_result(None)
 
 
+class Waiter(Protocol):
+    """A consumer's wait that a :class:`Filler` completes on the consumer's loop: an
+    asyncio future, a ``merge()`` slot, or the wait of :meth:`Inbox.serve_async`, which
+    stays open from batch to batch (``done()`` stays False after ``set_result`` with a
+    batch; None ends it)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Any, /) -> None: ...
+
+
 class Filler(Protocol):
     """Reads messages into an inbox on the thread of a consumer that waits for them."""
 
@@ -75,7 +86,7 @@ class Filler(Protocol):
         read now: wait for the queue (:meth:`Inbox.wake_waiters` says when to retry)."""
         ...
 
-    def fill_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> bool:
+    def fill_async(self, loop: asyncio.AbstractEventLoop, fut: Waiter) -> bool:
         """Read on ``loop`` (the caller's, which is about to await ``fut``) until the
         next batch: True when it does, and then completes ``fut`` with the batch (to
         hand out as it is), or with None when anything else ends the wait (messages
@@ -83,7 +94,7 @@ class Filler(Protocol):
         wait ends. False when it cannot read now."""
         ...
 
-    def stop_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
+    def stop_async(self, loop: asyncio.AbstractEventLoop, fut: Waiter) -> None:
         """The wait on ``fut`` that :meth:`fill_async` began has ended (on ``loop``'s
         thread)."""
         ...
@@ -434,6 +445,34 @@ class Inbox:
                     if (out := self._filled(got, max_items)) is not None:
                         return out  # the hot path: read on this loop, handed out as is
 
+    async def serve_async(self, handle: Callable[[list[Any]], None]) -> None:
+        """Pass every batch to ``handle``, oldest first, until the inbox is finished
+        (then raise :class:`InboxFinished`); never blocks the event loop. While nothing
+        is queued, a :attr:`filler` reads on the loop and calls ``handle`` in the
+        reader's own turn, so a message reaches it with one loop wake-up and no task
+        switch; queued batches are passed from this task. An exception from ``handle``
+        ends the wait and is raised here (``handle`` puts back what it did not take)."""
+        loop = asyncio.get_running_loop()
+        filler = self.filler
+        while True:
+            with self._lock:
+                batch = self._take(None) if self._items else None
+                if batch is None and self._finished:
+                    raise InboxFinished(self._error)
+            if batch is not None:
+                handle(batch)
+                continue
+            lends = 0 if filler is None else filler.lends
+            serving = _Serving(loop, handle)
+            if filler is None or not filler.fill_async(loop, serving):
+                await self._wait_for_put(loop, loop.create_future(), lends)
+                continue
+            try:
+                if not self._items:  # (queued before it lent: those first)
+                    await serving.ended
+            finally:
+                filler.stop_async(loop, serving)
+
     def _keep_read(self, fut: asyncio.Future[list[Any] | None]) -> None:
         # A consumer cancelled after the filler completed its wait with a batch: the
         # batch goes ahead of the queue, for the next consumer.
@@ -530,6 +569,34 @@ class Inbox:
     def finished(self) -> bool:
         """True once :meth:`finish` was called (items may still be queued)."""
         return self._finished
+
+
+class _Serving:
+    """The wait of :meth:`Inbox.serve_async` (a filler's waiter, on the loop's thread):
+    each batch the filler reads goes to ``handle`` at once and the wait goes on; None,
+    or ``[]`` (the batch went to the queue), or an error from ``handle`` ends it."""
+
+    __slots__ = ("_handle", "ended")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, handle: Callable[[list[Any]], None]):
+        self._handle = handle
+        self.ended: asyncio.Future[None] = loop.create_future()
+
+    def done(self) -> bool:
+        return self.ended.done()
+
+    def set_result(self, batch: list[Any] | None, /) -> None:
+        if self.ended.done():
+            return
+        if not batch:
+            self.ended.set_result(None)
+            return
+        try:
+            self._handle(batch)
+        except BaseException as exc:
+            self.ended.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
 
 
 def _close_pair(r: socket.socket, w: socket.socket) -> None:

@@ -16,8 +16,9 @@ callback (then the call returns without waiting for its effect).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -166,7 +167,7 @@ class WebSocketManager(BaseManager):
             if hide is None or not hide() or type(batch[0]) not in GAP_MARKERS:
                 return batch[0]
 
-    def stream(self, events: bool = False) -> Iterator[Any]:
+    def stream(self, events: bool = False) -> Generator[Any, None, None]:
         """Blocking iterator over incoming messages, across reconnects.
 
         With ``events=True`` it also yields, in order with the messages, a
@@ -185,6 +186,15 @@ class WebSocketManager(BaseManager):
         if not self._started:
             self.connect()
         return drain(self._inbox, hide)
+
+    def consume(self, handler: Callable[[Any], object], events: bool = False) -> None:
+        """Call ``handler(msg)`` on this thread for every item ``stream(events=events)``
+        yields, in order, until the stream ends (same end and error rules). When
+        ``handler`` raises, the messages after that one stay queued and the error is
+        raised here. The twin of the asyncio front's ``consume``."""
+        with contextlib.closing(self.stream(events)) as stream:
+            for msg in stream:
+                handler(msg)
 
     def __iter__(self) -> Iterator[Any]:
         return self.stream()

@@ -51,7 +51,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kstlib.websocket.inbox import look_again
+from kstlib.websocket.inbox import Waiter, look_again
 
 from .clock import Clock, poll_ms
 from .delivery import Delivery
@@ -83,15 +83,6 @@ class Reactor(Protocol):
     def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> object: ...
 
     def is_closed(self) -> bool: ...
-
-
-class Waiter(Protocol):
-    """A consumer's wait that the loop reading completes: an asyncio future, or a
-    ``merge()`` slot."""
-
-    def done(self) -> bool: ...
-
-    def set_result(self, result: Any, /) -> None: ...
 
 
 _EOF = "connection closed by peer (EOF)"
@@ -319,8 +310,12 @@ class DirectRead:
     def _on_readable(self, loop: Reactor, link: Link) -> None:
         """The socket is readable (on the loop's thread): read one batch for the waiting
         consumer. With nobody waiting (the consumer is busy) the reading pauses, so the
-        queue bound holds; with the role gone (the engine took it back) it stops."""
+        queue bound holds; with the role gone (the engine took it back) it stops. The
+        batch completes the wait after the lock is released: a waiter that keeps waiting
+        (:meth:`Waiter.done` still False, as :meth:`Inbox.serve_async`'s) may run the
+        consumer's code on it."""
         paused = False
+        hand: tuple[Waiter, list[Any]] | None = None
         with self._lock:
             if self._role != _LOOP or self._link is not link:
                 stop = True
@@ -328,7 +323,9 @@ class DirectRead:
                 self._role, self._left_at, stop = _LENT, self._clock.monotonic(), True
                 paused = True
             else:
-                stop = self._read_once(link)
+                hand, stop = self._read_once(link)
+        if hand is not None:
+            self._complete(*hand, stop)
         if stop:
             self._unregister(loop)
             if self.news:
@@ -336,26 +333,36 @@ class DirectRead:
         if paused:  # another task may wait for the queue: it may take the reading now
             self._delivery.inbox.wake_waiters()
 
-    def _read_once(self, link: Link) -> bool:
+    def _read_once(self, link: Link) -> tuple[tuple[Waiter, list[Any]] | None, bool]:
         """Read on the loop (lock held) until a batch, news, or nothing more to read
-        without waiting; the batch completes the consumer's wait. True when the reading
-        stops (news: the role goes back)."""
+        without waiting. Returns the wait to complete with the batch, if any, and True
+        when the reading stops (news: the role goes back)."""
         while True:
             out, idle = self._step(link)
             if out is not None:
                 break
             if idle:
-                return False
+                return None, False
         self.visits += 1
-        fut, self._loop_fut = self._loop_fut, None  # one batch per wait
+        fut, hand = self._loop_fut, None
         if fut is not None and not fut.done():
-            fut.set_result(out)
+            hand = (fut, out)
         elif out:  # the wait was cancelled meanwhile: keep the batch
             self._delivery.deliver_read(out, link.protocol.batch_bytes, link.keepalive, force=True)
         if not self.news:
-            return False
+            return hand, False
         self._role = _LENT
-        return True
+        return hand, True
+
+    def _complete(self, fut: Waiter, out: list[Any], stop: bool) -> None:
+        """Complete the loop consumer's wait with ``out`` (on the loop's thread, lock
+        released): one batch per wait, unless the waiter keeps waiting; a waiter left
+        waiting when the reading stops looks at the queue again."""
+        fut.set_result(out)
+        if not fut.done() and stop:
+            look_again(fut)
+        if fut.done() and self._loop_fut is fut:
+            self._loop_fut = None
 
     # ------------------------------------------------------------------ engine side
 
