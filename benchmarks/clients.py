@@ -273,6 +273,68 @@ class KstlibConsume(KstlibAsync):
 
     name = "kstlib-consume"
 
+    def stream(self, url: str, n: int, deliver: str, marks: Marks) -> tuple[float, Info]:
+        last: list[object] = [None]
+
+        async def run() -> tuple[float, Info]:
+            async with self._manager(url, _kstlib_decode(deliver)) as ws:
+                await ws.send(b"go")
+                t0 = perf_counter()
+                count = 0
+                mark = marks.first
+
+                def handler(msg: object) -> None:
+                    nonlocal count, mark
+                    count += 1
+                    if count == mark:
+                        mark = marks.hit(count)
+                        if mark < 0:
+                            last[0] = msg
+                            raise _Enough
+
+                with contextlib.suppress(_Enough):
+                    await ws.consume(handler)
+                info = _kstlib_info(ws)
+            return t0, info
+
+        t0, info = asyncio.run(run())
+        check_message(last[0], deliver)
+        return t0, info
+
+    def rtt(self, url: str, n: int, warmup: int, payload: bytes) -> tuple[list[int], Info]:
+        """Each echo's handler sends the next request (``send_nowait``, in its turn)."""
+        lat = [0] * n
+        last: list[object] = [None]
+
+        async def run() -> Info:
+            async with self._manager(url, None) as ws:
+                send = ws.send_nowait
+                i, t = -warmup, perf_counter_ns()
+
+                def handler(msg: object) -> None:
+                    nonlocal i, t
+                    if i >= 0:
+                        lat[i] = perf_counter_ns() - t
+                    i += 1
+                    if i == n:
+                        last[0] = msg
+                        raise _Enough
+                    t = perf_counter_ns()
+                    send(payload)
+
+                await ws.send(payload)
+                with contextlib.suppress(_Enough):
+                    await ws.consume(handler)
+                return _kstlib_info(ws)
+
+        info = asyncio.run(run())
+        check_echo(last[0], payload)
+        return lat, info
+
+
+class _Enough(Exception):
+    """Ends a ``consume()`` handler's run once it has its messages."""
+
 
 class KstlibSyncStamped(KstlibSync):
     """The sync iterator with ``timestamps=True``: each message arrives as
@@ -1186,7 +1248,13 @@ RUNNERS: dict[str, Any] = {
     )
 }
 
-OURS = ("kstlib-sync", "kstlib-asyncio", "kstlib-sync-drop", "kstlib-sync-stamped")
+OURS = (
+    "kstlib-sync",
+    "kstlib-asyncio",
+    "kstlib-consume",
+    "kstlib-sync-drop",
+    "kstlib-sync-stamped",
+)
 PEERS = ("websocket-client", "websockets-sync", "websockets-asyncio", "aiohttp", "picows")
 FLOORS = ("orjson-floor", "transport-floor")
 

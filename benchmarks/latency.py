@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.clients import _kstlib_sync_class
+from benchmarks.clients import _Enough, _kstlib_sync_class
 from benchmarks.payloads import OP_BINARY, client_frame
 
 loads = orjson.loads
@@ -242,10 +242,6 @@ def kstlib_asyncio(url: str, conns: int, count: int, warm: int, seconds: float) 
 
     _kstlib_tasks(url, conns, consume, rec)
     return rec
-
-
-class _Enough(Exception):
-    """Ends a ``consume()`` handler's run once it has its messages."""
 
 
 def kstlib_consume(url: str, conns: int, count: int, warm: int, seconds: float) -> Recorder:

@@ -136,7 +136,7 @@ def build_cases(quick: bool, repeat: int) -> list[Case]:
             "rtt",
             "4. Round trip: 256-byte binary echo",
             "rtt",
-            (*throughput_runners, "transport-floor"),
+            (*throughput_runners, "kstlib-consume", "transport-floor"),
             "req_per_s",
             "req/s",
             True,

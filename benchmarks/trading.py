@@ -23,6 +23,7 @@ REFERENCE = "picows"
 COLUMNS = (
     "kstlib-sync",
     "kstlib-asyncio",
+    "kstlib-consume",
     "kstlib-merge",
     "picows",
     "websockets-asyncio",
@@ -31,7 +32,7 @@ COLUMNS = (
     "websockets-sync",
     "transport-floor",
 )
-OURS = ("kstlib-sync", "kstlib-asyncio")
+OURS = ("kstlib-sync", "kstlib-asyncio", "kstlib-consume")
 CASES = ("latency-1", "latency-50", "latency-500", "burst", "rtt")
 
 
@@ -241,7 +242,11 @@ def targets(
 ) -> list[tuple[str, str, str]]:
     """Issue 12's targets, each as ``(target, measured, status)``."""
     rows: list[tuple[str, str, str]] = []
-    front = {"kstlib-sync": "sync iterator", "kstlib-asyncio": "asyncio front"}
+    front = {
+        "kstlib-sync": "sync iterator",
+        "kstlib-asyncio": "asyncio front (async for)",
+        "kstlib-consume": "asyncio front (consume)",
+    }
 
     def pair(case: str, runner: str) -> tuple[Summary | None, Summary | None, str]:
         ours, ref = _get(summaries, case, runner), _get(summaries, case, REFERENCE)

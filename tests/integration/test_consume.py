@@ -2,17 +2,20 @@
 ``websockets`` server: each message reaches the handler in order (on the asyncio front,
 in the loop's own reader turn while the handler keeps up), gap markers with
 ``events=True``, nothing lost when the handler raises or the call is cancelled, pings
-answered while the handler blocks the loop, and the stream's end rules."""
+answered while the handler blocks the loop, and the stream's end rules. And the asyncio
+front's ``send_nowait``, with which a handler answers in its own turn: in order, also
+while the peer reads slowly."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
 import pytest
-from helpers import FAST, no_leaks
+from helpers import FAST, no_leaks, wait_for
 from scripted import ScriptedServer
 from websockets.asyncio.server import ServerConnection
 
@@ -203,3 +206,78 @@ def test_consume_ends_with_the_stream(sim: ExchangeSimulator) -> None:
         with pytest.raises(WebSocketClosedError) as info:
             asyncio.run(closed_by_server())
     assert info.value.code == 4002
+
+
+# --------------------------------------------------------------------------- send_nowait
+
+
+async def echo(ws: ServerConnection) -> None:
+    async for msg in ws:
+        await ws.send(msg)
+
+
+def test_a_handler_answers_in_its_own_turn_with_send_nowait() -> None:
+    """A ping-pong of 100 messages driven from the handler: each echo is answered in
+    the turn that read it, and every message keeps its place."""
+    got: list[int] = []
+    in_task: list[bool] = []
+
+    async def main(url: str) -> None:
+        async with aio.WebSocketManager(url, ping_interval=None, auto_reconnect=False) as ws:
+
+            def handler(msg: str) -> None:
+                got.append(int(msg))
+                in_task.append(asyncio.current_task() is not None)
+                if len(got) == 100:
+                    raise Enough
+                pending = ws.send_nowait(str(int(msg) + 1))
+                assert pending is None  # a few bytes: the socket takes them at once
+
+            await ws.send("1")
+            with pytest.raises(Enough):
+                await ws.consume(handler)
+
+    with ScriptedServer(echo) as srv, no_leaks():
+        asyncio.run(main(srv.url))
+    assert got == list(range(1, 101))
+    assert in_task.count(False) > 50, in_task.count(False)
+
+
+def test_send_nowait_keeps_the_order_while_the_peer_is_slow() -> None:
+    """The peer reads nothing until all 128 messages of 256 KiB (32 MiB, more than the
+    loopback buffers hold) were handed to ``send_nowait``: the later ones wait for room
+    in worker threads, and the peer still receives them in the order of the calls."""
+    count, size = 128, 256 * 1024
+    handed = threading.Event()
+    received: list[int] = []
+
+    async def slow_reader(ws: ServerConnection) -> None:
+        await asyncio.to_thread(handed.wait, 60)
+        for _ in range(count):
+            received.append(int((await ws.recv())[:6]))
+
+    async def main(url: str) -> int:
+        async with aio.WebSocketManager(
+            url, ping_interval=None, auto_reconnect=False, compression=None
+        ) as ws:
+            pad = b"x" * (size - 6)
+            pending = [ws.send_nowait(b"%06d" % i + pad) for i in range(count)]
+            handed.set()
+            later = [p for p in pending if p is not None]
+            await asyncio.gather(*later)
+            return len(later)
+
+    with ScriptedServer(slow_reader) as srv, no_leaks():
+        deferred = asyncio.run(main(srv.url))
+        assert wait_for(lambda: len(received) == count, timeout=30)
+    assert deferred > 0  # the back-pressure path ran
+    assert received == list(range(count))
+
+
+def test_send_nowait_refuses_at_once_when_not_connected(sim: ExchangeSimulator) -> None:
+    async def main() -> None:
+        ws = aio.WebSocketManager(sim.stream_url("btcusdt@trade"), **FAST)
+        with pytest.raises(WebSocketClosedError):
+            ws.send_nowait("hello")
+
+    asyncio.run(main())

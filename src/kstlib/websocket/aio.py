@@ -56,6 +56,8 @@ class WebSocketManager(BaseManager):
         **options: Any,
     ) -> None:
         self._loop_box: list[asyncio.AbstractEventLoop | None] = [None]
+        #: The last write left to a worker thread (:meth:`send_nowait`), while pending.
+        self._sending: asyncio.Future[None] | None = None
         url = self._on_loop(url, options)
         for name in ("headers", "subscriptions"):
             if name in options:
@@ -128,11 +130,36 @@ class WebSocketManager(BaseManager):
         """Send a message (see the sync ``send``). It is written at once when the socket
         takes it whole (the common case); otherwise the rest of the write, or the wait
         for a ``max_send_rate`` slot, runs in a worker thread, so a peer that stops
-        reading never stalls the event loop. Cancelling the call does not cut a frame:
-        the write begun is finished."""
+        reading never stalls the event loop. Messages go out in the order of the calls
+        (with :meth:`send_nowait`'s). Cancelling the call does not cut a frame: the
+        write begun is finished."""
+        pending = self.send_nowait(data)
+        if pending is not None:
+            await asyncio.shield(pending)
+
+    def send_nowait(self, data: Any) -> asyncio.Future[None] | None:
+        """Send a message without awaiting, on the event loop's thread: e.g. from a
+        :meth:`consume` handler, to answer a message in the same loop turn. Returns None
+        when the message went out whole at once (the common case). Otherwise its write
+        (or the rest of it) runs in a worker thread after any earlier one still pending,
+        so messages keep their order, and the returned future ends when it is written,
+        or with the error :meth:`send` would raise. Raises at once what :meth:`send`
+        raises before writing (not connected, a message it cannot frame)."""
+        if self._sending is not None and not self._sending.done():
+            pending = asyncio.ensure_future(self._send_after(self._sending, data))
+        else:
+            rest = self._engine.send_nowait(data)
+            if rest is None:
+                return None
+            pending = asyncio.ensure_future(asyncio.to_thread(rest))
+        self._sending = pending
+        return pending
+
+    async def _send_after(self, earlier: asyncio.Future[None], data: Any) -> None:
+        await asyncio.wait([earlier])  # its outcome is its own caller's to see
         rest = self._engine.send_nowait(data)
         if rest is not None:
-            await asyncio.shield(asyncio.to_thread(rest))
+            await asyncio.to_thread(rest)
 
     async def request(
         self,

@@ -55,6 +55,7 @@ from kstlib.websocket.inbox import Waiter, look_again
 
 from .clock import Clock, poll_ms
 from .delivery import Delivery
+from .link import WOULD_BLOCK
 
 if TYPE_CHECKING:
     from .link import Link
@@ -177,14 +178,15 @@ class DirectRead:
         it goes on: ``idle`` when nothing more can be read without waiting (else a
         frame is partly read: read again)."""
         try:
-            n = link.read_into(self._buf)
-            if n == 0:
-                raise EOFError(_EOF)
-        except (OSError, EOFError) as exc:
+            n = link.recv_into(self._buf)
+        except WOULD_BLOCK:
+            return None, True
+        except OSError as exc:
             self._report(exc)
             return [], False
-        if n < 0:
-            return None, True
+        if n == 0:
+            self._report(EOFError(_EOF))
+            return [], False
         protocol = link.protocol
         msgs = protocol.receive_data(self._view[:n])
         out = self._hand_over(link, msgs) if msgs else msgs
@@ -311,32 +313,38 @@ class DirectRead:
         """The socket is readable (on the loop's thread): read one batch for the waiting
         consumer. With nobody waiting (the consumer is busy) the reading pauses, so the
         queue bound holds; with the role gone (the engine took it back) it stops. The
-        batch completes the wait after the lock is released: a waiter that keeps waiting
-        (:meth:`Waiter.done` still False, as :meth:`Inbox.serve_async`'s) may run the
-        consumer's code on it."""
-        paused = False
-        hand: tuple[Waiter, list[Any]] | None = None
+        batch completes the wait once the lock is released: a waiter that keeps waiting
+        (``done()`` still False, as :meth:`~kstlib.websocket.inbox.Inbox.serve_async`'s)
+        runs the consumer's code there. One batch per wait otherwise; a waiter left
+        waiting when the reading stops looks at the queue again."""
         with self._lock:
-            if self._role != _LOOP or self._link is not link:
-                stop = True
-            elif self._loop_fut is None:
-                self._role, self._left_at, stop = _LENT, self._clock.monotonic(), True
-                paused = True
+            fut = self._loop_fut
+            if self._role == _LOOP and self._link is link and fut is not None:
+                out, stop = self._read_once(link, fut)
             else:
-                hand, stop = self._read_once(link)
-        if hand is not None:
-            self._complete(*hand, stop)
+                out, stop = None, True
+                if self._role == _LOOP and self._link is link:  # nobody waits: pause
+                    self._role, self._left_at = _LENT, self._clock.monotonic()
+        if out is not None:
+            assert fut is not None
+            fut.set_result(out)
+            if fut.done():
+                if self._loop_fut is fut:
+                    self._loop_fut = None
+            elif stop:
+                look_again(fut)
         if stop:
             self._unregister(loop)
             if self.news:
                 _send_byte(self._to_engine[1])
-        if paused:  # another task may wait for the queue: it may take the reading now
-            self._delivery.inbox.wake_waiters()
+            if fut is None:  # paused: another task may wait for the queue, and may
+                self._delivery.inbox.wake_waiters()  # take the reading now
 
-    def _read_once(self, link: Link) -> tuple[tuple[Waiter, list[Any]] | None, bool]:
+    def _read_once(self, link: Link, fut: Waiter) -> tuple[list[Any] | None, bool]:
         """Read on the loop (lock held) until a batch, news, or nothing more to read
-        without waiting. Returns the wait to complete with the batch, if any, and True
-        when the reading stops (news: the role goes back)."""
+        without waiting. Returns the batch to complete ``fut`` with (None: none, or the
+        wait was cancelled meanwhile and the batch is queued), and True when the reading
+        stops (news: the role goes back)."""
         while True:
             out, idle = self._step(link)
             if out is not None:
@@ -344,25 +352,17 @@ class DirectRead:
             if idle:
                 return None, False
         self.visits += 1
-        fut, hand = self._loop_fut, None
-        if fut is not None and not fut.done():
-            hand = (fut, out)
-        elif out:  # the wait was cancelled meanwhile: keep the batch
-            self._delivery.deliver_read(out, link.protocol.batch_bytes, link.keepalive, force=True)
-        if not self.news:
-            return hand, False
-        self._role = _LENT
-        return hand, True
-
-    def _complete(self, fut: Waiter, out: list[Any], stop: bool) -> None:
-        """Complete the loop consumer's wait with ``out`` (on the loop's thread, lock
-        released): one batch per wait, unless the waiter keeps waiting; a waiter left
-        waiting when the reading stops looks at the queue again."""
-        fut.set_result(out)
-        if not fut.done() and stop:
-            look_again(fut)
-        if fut.done() and self._loop_fut is fut:
+        if fut.done():  # the wait was cancelled meanwhile: nobody waits; keep the batch
             self._loop_fut = None
+            if out:
+                self._delivery.deliver_read(
+                    out, link.protocol.batch_bytes, link.keepalive, force=True
+                )
+            out = None
+        if not self.news:
+            return out, False
+        self._role = _LENT
+        return out, True
 
     # ------------------------------------------------------------------ engine side
 

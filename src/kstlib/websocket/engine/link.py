@@ -33,7 +33,8 @@ from .keepalive import Keepalive
 
 __all__ = ["Link"]
 
-_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+#: What a non-blocking read or write raises when it cannot go on without waiting.
+WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class Link:
@@ -54,6 +55,12 @@ class Link:
         self.keepalive = keepalive
         self.tls = isinstance(hs.sock, ssl.SSLSocket)
         self.io_lock = threading.Lock()
+        #: One non-blocking read into a buffer: bytes read, 0 at EOF; raises one of
+        #: :data:`WOULD_BLOCK` when nothing is there, another ``OSError`` when the
+        #: connection broke. The socket's own method on plain TCP (the hot path).
+        self.recv_into: Callable[[bytearray], int] = (
+            self._tls_recv_into if self.tls else hs.sock.recv_into
+        )
         self.write_lock = threading.Lock()
         self.open = True
         self.connected_at = clock.monotonic()
@@ -70,12 +77,13 @@ class Link:
 
         Raises ``OSError`` when the connection broke."""
         try:
-            if self.tls:
-                with self.io_lock:
-                    return self.sock.recv_into(buf)
-            return self.sock.recv_into(buf)
-        except _WOULD_BLOCK:
+            return self.recv_into(buf)
+        except WOULD_BLOCK:
             return -1
+
+    def _tls_recv_into(self, buf: bytearray) -> int:
+        with self.io_lock:  # an SSLSocket's reads and writes share its state
+            return self.sock.recv_into(buf)
 
     def drained(self) -> bool:
         """After a read shorter than the buffer: nothing is left to read without waiting
@@ -109,7 +117,7 @@ class Link:
             frame = memoryview(self.protocol.encode_data(opcode, payload))
             try:
                 sent = self._send_some(frame)
-            except _WOULD_BLOCK:
+            except WOULD_BLOCK:
                 sent = 0
         except BaseException:
             self.write_lock.release()
@@ -177,7 +185,7 @@ class Link:
         while view:
             try:
                 sent = self._send_some(view)
-            except _WOULD_BLOCK:
+            except WOULD_BLOCK:
                 partial = partial or len(view) < len(data)
                 deadline = self._wait_writable(deadline, timeout, partial=partial)
                 continue
