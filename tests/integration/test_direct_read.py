@@ -240,3 +240,34 @@ def test_a_sync_recv_with_a_very_long_timeout_reads_directly() -> None:
                 ws.send("go")
                 got.append(ws.recv(timeout=1e8)["n"])
     assert got == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("asyncio_front", [False, True], ids=["sync", "asyncio"])
+def test_a_quiet_connection_stays_with_the_consumer(asyncio_front: bool) -> None:
+    """Nothing arrives for 2.5 x AWAY between messages, while the consumer does its own
+    work (the watch looks twice meanwhile): the message that ends each quiet spell is
+    still read on the consumer's thread, not handed over by the engine."""
+    readers = ReaderThreads()
+    quiet = 2.5 * AWAY
+
+    async def main(url: str) -> list[int]:
+        async with aio.WebSocketManager(url, decode=readers, **QUIET) as ws:
+            got = await one_by_one(ws, 3)
+            for _ in range(2):
+                await asyncio.sleep(quiet)
+                got += await one_by_one(ws, 1)
+            return got
+
+    with ScriptedServer(one_per_go) as srv, no_leaks():
+        if asyncio_front:
+            got = asyncio.run(main(srv.url))
+        else:
+            with WebSocketManager(srv.url, decode=readers, **QUIET) as ws:
+                got = []
+                for n in range(5):
+                    if n >= 3:
+                        time.sleep(quiet)
+                    ws.send("go")
+                    got.append(ws.recv(timeout=30)["n"])
+    assert got == [1, 2, 3, 4, 5]
+    assert readers.names[2:] == [threading.current_thread().name] * 3

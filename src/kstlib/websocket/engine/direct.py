@@ -23,8 +23,10 @@ and only on the hot path (no ``on_message`` / ``on_batch``: those run on the eng
 thread). It takes the role back (:meth:`reclaim`, which interrupts a consumer's
 ``poll``) before it acts: on a command, a timer, a control frame, an error or the end
 of the stream a consumer reported (``news``), or when the role stayed unused for
-:data:`AWAY` seconds (the consumer is busy with its own work: the engine reads again, so
-pings are answered and the queue bound holds however long the consumer works).
+:data:`AWAY` seconds while bytes wait to be read (the consumer is busy with its own
+work, or its loop is blocked: the engine reads again, so pings are answered and the
+queue bound holds however long the consumer works). A quiet connection stays lent: the
+message that ends a quiet spell reaches the waiting consumer with one wake-up.
 
 While lent, the engine sleeps until a command, a timer or news; one thread of the
 process (:mod:`.watch`) looks at every lent reading each :data:`AWAY` seconds
@@ -393,16 +395,25 @@ class DirectRead:
 
     def look(self) -> None:
         """The watch's periodic look while the role is lent (on its thread): recall the
-        role when it stayed unused for :data:`AWAY` seconds, or when a loop read nothing
-        since the previous look (nothing came for a while, or the loop is blocked: the
-        engine reads again, and the loop's next wait gets the role back)."""
+        role when bytes wait to be read and nobody read them, that is, when it stayed
+        unused for :data:`AWAY` seconds (the consumer is busy), or when a loop read
+        nothing since the previous look (the loop is blocked, or its consumer busy):
+        the engine reads again, and the next wait gets the role back. A quiet connection
+        stays lent, so the message that ends the quiet reaches the waiting consumer
+        with one wake-up."""
         with self._lock:
             seen, self._seen = self._seen, self.visits
             if self._role == _LENT:
-                recall = self._clock.monotonic() - self._left_at >= AWAY
+                unused = self._clock.monotonic() - self._left_at >= AWAY
             else:
-                recall = self._role == _LOOP and self.visits == seen
-            if not recall or self.recall:
+                unused = self._role == _LOOP and self.visits == seen
+            link = self._link
+            if not unused or self.recall or link is None:
+                return
+        if not link.unread():
+            return
+        with self._lock:
+            if self.recall or self._link is not link:
                 return
             self.recall = True
         _send_byte(self._to_engine[1])

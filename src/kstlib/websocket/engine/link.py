@@ -90,6 +90,25 @@ class Link:
         (over TLS, no decrypted bytes wait inside the ``SSLSocket``)."""
         return not self.tls or self.sock.pending() == 0  # type: ignore[attr-defined]
 
+    def unread(self) -> bool:
+        """True when bytes wait to be read: in the kernel (or its end of stream), or
+        decrypted inside the ``SSLSocket``; True as well when that cannot be told now
+        (another thread is inside the ``SSLSocket``). From any thread; never waits."""
+        if self.tls:
+            if not self.io_lock.acquire(blocking=False):
+                return True
+            try:
+                if self.sock.pending():  # type: ignore[attr-defined]
+                    return True
+            finally:
+                self.io_lock.release()
+        poller = select.poll()
+        try:
+            poller.register(self.sock.fileno(), select.POLLIN)
+        except (OSError, ValueError):  # closed meanwhile: its reader will see the end
+            return True
+        return bool(poller.poll(0))
+
     def take_leftover(self) -> bytes | None:
         """Bytes the handshake read past its response (to parse first), once."""
         data, self.leftover = self.leftover, b""
