@@ -227,6 +227,16 @@ ONE_LOOP_RUNNERS = (
     "transport-floor",
 )
 
+#: A quiet feed (an order channel): ours, the asyncio peers, picows and the floor.
+QUIET_RUNNERS = (
+    *OURS_MAIN,
+    "kstlib-consume",
+    "picows",
+    "websockets-asyncio",
+    "websocket-client",
+    "transport-floor",
+)
+
 _LATENCY_EXTRAS = (
     ("p99_us", "p99 µs", "{:.1f}"),
     ("p999_us", "p99.9 µs", "{:.1f}"),
@@ -290,6 +300,17 @@ def trading_cases(size: Callable[[int, int], int], repeat: int) -> list[Case]:
             "threads each): merge() for the sync front, one task per connection for the "
             "asyncio ones",
             ONE_LOOP_RUNNERS,
+        ),
+        (
+            "latency-quiet",
+            1,
+            0.4,
+            size(1, 1),
+            size(8, 2),
+            "8c. Latency: 1 connection, one message every 2.5 s",
+            "one message every 2.5 s on one connection (a quiet feed, as an order channel "
+            "between fills: the machine idles between messages)",
+            QUIET_RUNNERS,
         ),
     ):
         count = warm + measured

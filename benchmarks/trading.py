@@ -33,7 +33,7 @@ COLUMNS = (
     "transport-floor",
 )
 OURS = ("kstlib-sync", "kstlib-asyncio", "kstlib-consume")
-CASES = ("latency-1", "latency-50", "latency-500", "burst", "rtt")
+CASES = ("latency-1", "latency-50", "latency-500", "latency-quiet", "burst", "rtt")
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ MEASURES = (
     Measure("latency-500", "", "500 conns p50"),
     Measure("latency-500", "p99_us", "500 conns p99"),
     Measure("latency-500", "cpu_ms_per_1k", "500 conns CPU"),
+    Measure("latency-quiet", "", "quiet feed p50"),
     Measure("burst", "", "burst last p50"),
     Measure("burst", "last_p99_us", "burst last p99"),
     Measure("burst", "cpu_ms_per_1k", "burst CPU"),
@@ -86,7 +87,7 @@ def present(cases: list[Case], summaries: dict[str, dict[str, Summary]]) -> list
     """The runners of the issue-12 cases that ran, in :data:`COLUMNS` order."""
     names = {c.name for c in cases}
     seen = {r for c in cases if c.name in CASES for r in c.runners}
-    if not names & {"latency-1", "latency-50", "latency-500", "burst"}:
+    if not names & {"latency-1", "latency-50", "latency-500", "latency-quiet", "burst"}:
         return []
     return [r for r in COLUMNS if r in seen]
 
@@ -178,6 +179,13 @@ def section(cases: list[Case], summaries: dict[str, dict[str, Summary]]) -> list
             ("", "p99_us", "p999_us"),
         )
         row("same: CPU per 1,000 messages (ms)", case, ("cpu_ms_per_1k",))
+    if "latency-quiet" in by_name:
+        every = 1 / float(by_name["latency-quiet"].spec.get("rate", 0.4))
+        row(
+            f"1 connection, one message every {every:g} s: p50 / p99 (µs)",
+            "latency-quiet",
+            ("", "p99_us"),
+        )
     if "burst" in by_name:
         spec = by_name["burst"].spec
         burst = int(spec.get("burst", 200))
