@@ -79,7 +79,7 @@ def _check(managers: tuple[Any, ...]) -> None:
 
 
 def _merged(managers: list[WebSocketManager], events: bool) -> Iterator[tuple[Any, Any]]:
-    done: list[_Slot] = []  # direct reads that ended, in the order they did
+    done: list[_Read] = []  # what the direct reads brought, in the order they did
     slots = [_Slot(m, events, done) for m in managers]
     poller = _Poller()
     live = {slot.manager.fileno(): slot for slot in slots}  # by inbox signal
@@ -87,7 +87,7 @@ def _merged(managers: list[WebSocketManager], events: bool) -> Iterator[tuple[An
         poller.watch(fd)
     unread = list(slots)  # managers whose socket this thread does not read
     ready = list(slots)  # look at each queue once before the first wait
-    finished: deque[_Slot] = deque()  # ended reads not handed out yet
+    finished: deque[_Read] = deque()  # reads not handed out yet
     try:
         while live:
             for slot in ready:
@@ -100,17 +100,17 @@ def _merged(managers: list[WebSocketManager], events: bool) -> Iterator[tuple[An
             finished.extend(done)  # the slots keep appending to this same list
             done.clear()
             while finished:
-                slot = finished.popleft()
-                batch = slot.take(poller)
-                unread.append(slot)
+                slot, batch = finished.popleft()
                 if batch:
                     yield from _handed_out(slot.manager, batch)
-                else:  # delivered to the queue, or the reading was taken back
+                else:  # the wait ended: delivery queued the batch, or the engine took
+                    slot.end(poller)  # the reading back
+                    unread.append(slot)
                     ready.append(slot)
     finally:
-        for slot in finished:  # left early: the reads not handed out go back
-            if slot.result:
-                slot.manager._inbox.extend_front(slot.result)
+        for slot, batch in finished:  # left early: the reads not handed out go back
+            if batch:
+                slot.manager._inbox.extend_front(batch)
         for m in managers:
             m._engine.direct.detach(poller)
         poller.close()
@@ -135,16 +135,16 @@ def _queued(slot: _Slot, poller: _Poller, live: dict[int, Any]) -> list[Any]:
 
 
 class _Slot:
-    """The direct reads of one manager for the merge (a :class:`~kstlib.websocket.
-    engine.direct.Waiter`, one wait at a time): completed with a batch, or None (look
-    at the queue), it joins ``done``."""
+    """The direct reads of one manager for the merge: a :class:`~kstlib.websocket.inbox.
+    Waiter` that stays open from batch to batch (no new wait per message). Each batch
+    joins ``done`` as it is read; None or ``[]`` (look at the queue) ends the wait and
+    joins it too."""
 
-    __slots__ = ("_direct", "_done", "_inbox", "_list", "hide", "manager", "result")
+    __slots__ = ("_direct", "_done", "_inbox", "_list", "hide", "manager")
 
-    def __init__(self, manager: WebSocketManager, events: bool, done: list[_Slot]) -> None:
+    def __init__(self, manager: WebSocketManager, events: bool, done: list[_Read]) -> None:
         self.manager = manager
         self.hide = manager._hide_markers(events)
-        self.result: list[Any] | None = None
         self._done = False
         self._list = done
         self._direct = manager._engine.direct
@@ -155,24 +155,30 @@ class _Slot:
         (True); True as well once its stream ended (nothing to read any more)."""
         if self._inbox.finished:
             return True
-        self.result, self._done = None, False
+        self._done = False
         if not self._direct.fill_async(poller, self):
             return False
         if len(self._inbox):  # queued before the lend: those first (this wait ends at
             self.set_result(None)  # once, and a read meanwhile goes to the queue)
         return True
 
-    def take(self, poller: _Poller) -> list[Any] | None:
-        """The wait is over: its batch (None: look at the queue)."""
+    def end(self, poller: _Poller) -> None:
+        """The wait has ended: the reading is not this thread's any more."""
         self._direct.stop_async(poller, self)
-        return self.result
 
     def done(self) -> bool:
         return self._done
 
     def set_result(self, result: Any, /) -> None:
-        self.result, self._done = result, True
-        self._list.append(self)
+        if self._done:
+            return
+        if not result:
+            self._done = True
+        self._list.append((self, result))
+
+
+#: A direct read of the merge: the slot, and its batch (None or ``[]``: the wait ended).
+_Read = tuple[_Slot, "list[Any] | None"]
 
 
 class _Poller:
