@@ -220,8 +220,7 @@ class BaseManager:
         if events:
             self._engine.enable_markers()
             return None
-        engine = self._engine
-        return lambda: engine.markers_enabled
+        return self._engine.markers_check()
 
 
 def _abandoned(engine: Engine) -> None:

@@ -8,6 +8,7 @@ once when called from the engine thread itself (from a callback).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -126,9 +127,10 @@ class Engine:
         """The reading this engine lends to a waiting consumer (see :mod:`.direct`)."""
         return self._rt.direct
 
-    @property
-    def markers_enabled(self) -> bool:
-        return self._rt.delivery.markers
+    def markers_check(self) -> Callable[[], bool]:
+        """A call saying whether the gap markers are enabled now, cheap enough to ask
+        once per batch: built from C callables, it runs no Python frame."""
+        return functools.partial(getattr, self._rt.delivery, "markers")
 
     def enable_markers(self) -> None:
         """Put ``Connected`` / ``Disconnected`` gap markers in the inbox from now on."""
