@@ -61,6 +61,10 @@ class Link:
         self.recv_into: Callable[[bytearray], int] = (
             self._tls_recv_into if self.tls else hs.sock.recv_into
         )
+        #: One non-blocking write of what the socket takes now (write lock held).
+        self._send_some: Callable[[bytes | memoryview], int] = (
+            self._tls_send if self.tls else hs.sock.send
+        )
         self.write_lock = threading.Lock()
         self.open = True
         self.connected_at = clock.monotonic()
@@ -210,11 +214,9 @@ class Link:
                 continue
             view = view[sent:]
 
-    def _send_some(self, view: memoryview) -> int:
-        if self.tls:
-            with self.io_lock:
-                return self.sock.send(view)
-        return self.sock.send(view)
+    def _tls_send(self, view: bytes | memoryview) -> int:
+        with self.io_lock:
+            return self.sock.send(view)
 
     def _wait_writable(
         self, deadline: float | None, timeout: float | None, *, partial: bool
