@@ -578,7 +578,9 @@ class _Serving:
 
     __slots__ = ("_handle", "ended")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, handle: Callable[[list[Any]], None]):
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, handle: Callable[[list[Any]], None]
+    ) -> None:
         self._handle = handle
         self.ended: asyncio.Future[None] = loop.create_future()
 

@@ -330,11 +330,10 @@ class DirectRead:
         if out is not None:
             assert fut is not None
             fut.set_result(out)
-            if fut.done():
-                if self._loop_fut is fut:
-                    self._loop_fut = None
-            elif stop:
+            if stop:
                 look_again(fut)
+            if self._loop_fut is fut and fut.done():
+                self._loop_fut = None
         if stop:
             self._unregister(loop)
             if self.news:
