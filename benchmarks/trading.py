@@ -371,6 +371,8 @@ def draw_ratio_panel(ax: Any, labels: list[str], series: dict[str, list[float]])
     colors = {
         "kstlib-sync": "#d62728",
         "kstlib-asyncio": "#ff7f0e",
+        "kstlib-consume": "#e377c2",
+        "kstlib-merge": "#8c564b",
         "websockets-asyncio": "#1f77b4",
         "aiohttp": "#17becf",
         "websocket-client": "#2ca02c",
