@@ -319,6 +319,7 @@ class DirectRead:
         (``done()`` still False, as :meth:`~kstlib.websocket.inbox.Inbox.serve_async`'s)
         runs the consumer's code there. One batch per wait otherwise; a waiter left
         waiting when the reading stops looks at the queue again."""
+        paused = False
         with self._lock:
             fut = self._loop_fut
             if self._role == _LOOP and self._link is link and fut is not None:
@@ -327,6 +328,7 @@ class DirectRead:
                 out, stop = None, True
                 if self._role == _LOOP and self._link is link:  # nobody waits: pause
                     self._role, self._left_at = _LENT, self._clock.monotonic()
+                    paused = True
         if out is not None:
             assert fut is not None
             fut.set_result(out)
@@ -338,8 +340,8 @@ class DirectRead:
             self._unregister(loop)
             if self.news:
                 _send_byte(self._to_engine[1])
-            if fut is None:  # paused: another task may wait for the queue, and may
-                self._delivery.inbox.wake_waiters()  # take the reading now
+        if paused:  # another task may wait for the queue: it may take the reading now
+            self._delivery.inbox.wake_waiters()
 
     def _read_once(self, link: Link, fut: Waiter) -> tuple[list[Any] | None, bool]:
         """Read on the loop (lock held) until a batch, news, or nothing more to read
