@@ -576,16 +576,15 @@ class _Serving:
     each batch the filler reads goes to ``handle`` at once and the wait goes on; None,
     or ``[]`` (the batch went to the queue), or an error from ``handle`` ends it."""
 
-    __slots__ = ("_handle", "ended")
+    __slots__ = ("_handle", "done", "ended")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, handle: Callable[[list[Any]], None]
     ) -> None:
         self._handle = handle
         self.ended: asyncio.Future[None] = loop.create_future()
-
-    def done(self) -> bool:
-        return self.ended.done()
+        #: True once the wait ended (the future's own method: no Python frame).
+        self.done: Callable[[], bool] = self.ended.done
 
     def set_result(self, batch: list[Any] | None, /) -> None:
         if self.ended.done():

@@ -63,6 +63,8 @@ class ClientProtocol:
         self.pong_matched = False
         #: Payload bytes (after decompression) of the messages the last call returned.
         self.batch_bytes = 0
+        #: The parser's payload count after the last call (one count read per call).
+        self._payload_seen = parser.payload_bytes
         self._ping_count = 0
         self._ping_payload: bytes | None = None
         self._outgoing: list[tuple[int, bytes]] = []
@@ -92,10 +94,9 @@ class ClientProtocol:
 
         Control frames are handled here (see the module docstring); after the peer's close
         frame or an error the parser ignores further input."""
-        parser = self.parser
-        before = parser.payload_bytes
         messages, controls, error = self._feed(data)
-        self.batch_bytes = parser.payload_bytes - before
+        seen = self.parser.payload_bytes
+        self.batch_bytes, self._payload_seen = seen - self._payload_seen, seen
         if controls:
             self._on_controls(controls)
         if error is not None and self.error is None:

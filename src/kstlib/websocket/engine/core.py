@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import operator
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -63,7 +64,13 @@ class Engine:
             counters=counters,
             callbacks=callbacks,
             delivery=Delivery(
-                lambda: self._rt.settings, inbox, mailbox, callbacks, counters, clock
+                # no Python frame per call: delivery asks on every read
+                functools.partial(operator.attrgetter("_rt.settings"), self),
+                inbox,
+                mailbox,
+                callbacks,
+                counters,
+                clock,
             ),
             subscriptions=Subscriptions(
                 () if callable(settings.subscriptions) else settings.subscriptions

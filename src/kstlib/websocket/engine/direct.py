@@ -161,10 +161,10 @@ class DirectRead:
     def _read(self, link: Link, poller: select.poll, timeout: float | None) -> list[Any]:
         deadline = None if timeout is None else self._clock.monotonic() + timeout
         wake = self._to_consumer[0].fileno()
-        must_poll = link.drained()  # over TLS, decrypted bytes may wait in the SSLSocket
+        must_poll = not link.tls or link.drained()  # over TLS, decrypted bytes may wait
         while True:
             if must_poll:
-                events = poller.poll(self._poll_ms(deadline))
+                events = poller.poll(-1 if deadline is None else self._poll_ms(deadline))
                 if not events:
                     return []  # the time is up
                 if (len(events) > 1 or events[0][0] == wake) and self._woken():
@@ -175,10 +175,10 @@ class DirectRead:
 
     def _step(self, link: Link) -> tuple[list[Any] | None, bool]:
         """One non-blocking read, shared by both kinds of consumer. ``(out, _)`` when
-        the wait is over: a batch came (``out`` is it, or ``[]`` once delivery queued
-        it), or ``news`` is set (a control frame, an error, EOF). ``(None, idle)`` when
-        it goes on: ``idle`` when nothing more can be read without waiting (else a
-        frame is partly read: read again)."""
+        the wait is over: a batch came (``out`` is it when :meth:`Delivery.plain`, else
+        ``[]`` once delivery queued it), or ``news`` is set (a control frame, an error,
+        EOF). ``(None, idle)`` when it goes on: ``idle`` when nothing more can be read
+        without waiting (else a frame is partly read: read again)."""
         try:
             n = link.recv_into(self._buf)
         except WOULD_BLOCK:
@@ -189,33 +189,26 @@ class DirectRead:
         if n == 0:
             self._report(EOFError(_EOF))
             return [], False
-        protocol = link.protocol
-        msgs = protocol.receive_data(self._view[:n])
-        out = self._hand_over(link, msgs) if msgs else msgs
-        if protocol.has_news or self._delivery.handover_wanted:
+        protocol, delivery = link.protocol, self._delivery
+        msgs = out = protocol.receive_data(self._view[:n])
+        if msgs:  # hand the batch over (inline: this runs for every message)
+            keepalive = link.keepalive
+            if delivery.plain():  # as it is
+                if keepalive.receive_timeout:
+                    keepalive.data_received(self._clock.monotonic())
+                self.item_bytes = protocol.batch_bytes // len(msgs)
+            else:  # through delivery to the inbox, past the bounds: this thread empties
+                # the queue next, and waiting for room would wait for itself
+                delivery.deliver_read(msgs, protocol.batch_bytes, keepalive, force=True)
+                out = []
+        if protocol.has_news or delivery.handover_wanted:
             self.news = True
             return out, False
         if msgs:
             return out, False
         return None, n < len(self._buf) and link.drained()
 
-    def _hand_over(self, link: Link, msgs: list[Any]) -> list[Any]:
-        """The batch itself when delivery would not change it; else ``[]`` once it went
-        through delivery to the inbox (past the bounds: this thread empties the queue
-        next, and waiting for room would wait for itself)."""
-        delivery, keepalive = self._delivery, link.keepalive
-        nbytes = link.protocol.batch_bytes
-        if delivery.plain():
-            if keepalive.receive_timeout:
-                keepalive.data_received(self._clock.monotonic())
-            self.item_bytes = nbytes // len(msgs)
-            return msgs
-        delivery.deliver_read(msgs, nbytes, keepalive, force=True)
-        return []
-
-    def _poll_ms(self, deadline: float | None) -> int:
-        if deadline is None:
-            return -1
+    def _poll_ms(self, deadline: float) -> int:
         return poll_ms(deadline - self._clock.monotonic())
 
     def _woken(self) -> bool:

@@ -32,13 +32,27 @@ class Interceptor:
         self.answer: Callable[[Any], None] = _no_connection
         self._lock = threading.Lock()
         self._pending: list[Pending] = []
-        self.heartbeat: Heartbeat | None = None
+        self._heartbeat: Heartbeat | None = None
+        #: A request waits for its reply or a heartbeat is configured: :meth:`take` has
+        #: work to do. An attribute, kept by every change, so that the read path tests it
+        #: without a call.
+        self.active = False
         #: Set when the heartbeat's answer came; the read loop takes it.
         self.beat_answered = False
 
     @property
-    def active(self) -> bool:
-        return bool(self._pending) or self.heartbeat is not None
+    def heartbeat(self) -> Heartbeat | None:
+        return self._heartbeat
+
+    @heartbeat.setter
+    def heartbeat(self, beat: Heartbeat | None) -> None:
+        with self._lock:
+            self._heartbeat = beat
+            self._refresh()
+
+    def _refresh(self) -> None:
+        # Called with the lock held, after any change of the pending list or heartbeat.
+        self.active = bool(self._pending) or self._heartbeat is not None
 
     def expect(self, match: Callable[[Any], bool], *, across_reconnects: bool = False) -> Pending:
         """Register a wait for a reply: the first message ``match`` accepts is it.
@@ -48,12 +62,14 @@ class Interceptor:
         pending.across_reconnects = across_reconnects
         with self._lock:
             self._pending.append(pending)
+            self._refresh()
         return pending
 
     def forget(self, pending: Pending) -> None:
         with self._lock:
             if pending in self._pending:
                 self._pending.remove(pending)
+                self._refresh()
 
     def connection_lost(self) -> None:
         """The connection ended: replies owed on it will never come (except to waits
@@ -61,6 +77,7 @@ class Interceptor:
         with self._lock:
             lost = [p for p in self._pending if not p.across_reconnects]
             self._pending = [p for p in self._pending if p.across_reconnects]
+            self._refresh()
         for p in lost:
             p.fail(WebSocketRequestError("the connection ended before the reply"))
 
@@ -71,7 +88,7 @@ class Interceptor:
     def _handled(self, msg: Any) -> bool:
         if self._pending and self._reply(msg):
             return True
-        beat = self.heartbeat
+        beat = self._heartbeat
         if beat is None:
             return False
         if beat.is_reply is not None and self._call("heartbeat.is_reply", beat.is_reply, msg):
@@ -94,6 +111,7 @@ class Interceptor:
             matched = [p for p in matched if p in self._pending]
             for p in matched:
                 self._pending.remove(p)
+            self._refresh()
         if not matched:
             return True
         if len(matched) == 1:
