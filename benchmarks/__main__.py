@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=5,
         help="repetitions per measurement (default 5; rtt, many, latency, burst and relay "
-        "at most 3, memory 1)",
+        "at most 3, instructions 2, memory 1)",
     )
     parser.add_argument(
         "--out",

@@ -13,7 +13,7 @@ from typing import Any
 from benchmarks.clients import FLOORS, OURS, PEERS
 from benchmarks.payloads import STREAM_KINDS
 
-SCENARIOS = ("json", "raw", "large", "rtt", "many", "memory", "latency", "burst")
+SCENARIOS = ("json", "raw", "large", "rtt", "many", "memory", "latency", "burst", "instructions")
 
 OURS_MAIN = ("kstlib-sync", "kstlib-asyncio")
 
@@ -384,7 +384,39 @@ def trading_cases(size: Callable[[int, int], int], repeat: int) -> list[Case]:
             "holding that message: median p50 and p99 µs), and of the first. " + _TIMED_NOTE,
         )
     )
+    cases.append(instructions_case(size, min(repeat, 2)))  # 2: the count hardly moves
     return cases
+
+
+def instructions_case(size: Callable[[int, int], int], repeat: int) -> Case:
+    """CPU per message as a count that the machine's load does not move
+    (:mod:`benchmarks.instructions`)."""
+    rate, warm = 200, 50
+    short, long = size(300, 100), size(1_300, 300)
+    return Case(
+        "instructions",
+        "instructions-1",
+        f"9b. CPU per message as instructions: 1 connection, {rate} msg/s",
+        "instructions",
+        TIMED_RUNNERS,
+        "instr_per_msg",
+        "instr",
+        False,
+        {"rate": rate, "warm": warm, "counts": [short, long], "child_timeout": 600},
+        "/timed",
+        repeat,
+        1300,
+        ("transport-floor",),
+        reference="picows",
+        note=f"User-space instructions per message (lower is better), counted by "
+        f"`valgrind --tool=callgrind`: the paced feed of the latency cases ({rate} msg/s, "
+        f"one connection, JSON trade events decoded with orjson) measured in two worker "
+        f"processes, {short:,} and {long:,} messages long; the difference of their totals "
+        f"over the difference of their lengths (start-up and handshake cancel out). Unlike "
+        "CPU time, the count does not move with the machine's load: repeated runs of the "
+        "same code agreed within about 2% in ours. Kernel time is not counted "
+        "(every client here makes one `poll`/`epoll_wait` and one `recv` per message).",
+    )
 
 
 def select(cases: list[Case], wanted: str | None, runners: str | None) -> list[Case]:

@@ -10,7 +10,8 @@ Kinds: ``stream`` (throughput: messages/s and payload MB/s), ``memory`` (RSS sam
 along a long stream), ``rtt`` (round trips: requests/s and latency percentiles),
 ``many`` (CPU per million messages over many paced connections, CPU while idle, RSS) and
 ``timed`` (one-way latency of paced, time-stamped events, CPU per 1,000 messages:
-:mod:`benchmarks.latency`).
+:mod:`benchmarks.latency`) and ``instructions`` (user-space instructions per message
+of that paced feed, counted under callgrind: :mod:`benchmarks.instructions`).
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             float(spec["seconds"]),
         )
         info = summarize_run(rec, int(spec["burst"]))
+    elif kind == "instructions":
+        from benchmarks import instructions
+
+        info = instructions.measure(spec)
     elif kind == "many":
         conns, per_conn = int(spec["conns"]), int(spec["per_conn"])
         info = runner.many(url, conns, per_conn, float(spec["idle"]))
