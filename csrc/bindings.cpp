@@ -6,7 +6,9 @@
 // parser's arena. Phase 2 (GIL held) turns them into Python objects with the raw C API.
 // The interface is documented in kstlib/websocket/codec.py; _pycodec.py is its reference.
 #include <pybind11/pybind11.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -116,9 +118,94 @@ public:
 
     py::object feed(py::handle data) {
         if (core_.failed() && error_) return result(PyList_New(0), PyList_New(0));
+        BufferView buf(data.ptr());  // held to the end: message spans point into it
+        PyObject* controls = nullptr;
+        PyObject* messages = parse(buf.data(), buf.size(), &controls);
+        return result(messages, controls);
+    }
+
+    // One non-blocking recv() from `fd` into `out` (a writable buffer), then feed() on
+    // what came: (messages, controls, error, nread, payload), or None when nothing waits
+    // (EAGAIN: no exception per idle read). nread 0 is the peer's end of stream.
+    py::object feed_from(int fd, py::handle out) {
+        // Before the read: a call from `loads` must not overwrite the buffer being parsed.
+        if (busy_) throw std::runtime_error("FrameParser.feed() is already running");
+        Py_buffer view{};
+        if (PyObject_GetBuffer(out.ptr(), &view, PyBUF_WRITABLE) != 0)
+            throw py::error_already_set();
+        struct Release {
+            Py_buffer& v;
+            ~Release() { PyBuffer_Release(&v); }
+        } release{view};
+        const ssize_t n = receive(fd, view.buf, static_cast<size_t>(view.len));
+        if (n < 0) return py::none();
+        const uint64_t before = core_.payload_bytes();
+        PyObject* controls = nullptr;
+        PyObject* messages =
+            (n == 0 || (core_.failed() && error_))
+                ? empty_pair(&controls)
+                : parse(static_cast<const uint8_t*>(view.buf), static_cast<size_t>(n), &controls);
+        PyObject* nread = PyLong_FromSsize_t(n);
+        PyObject* payload = PyLong_FromUnsignedLongLong(core_.payload_bytes() - before);
+        PyObject* tuple = PyTuple_New(5);
+        if (!tuple || !nread || !payload) {
+            Py_XDECREF(tuple);
+            Py_XDECREF(nread);
+            Py_XDECREF(payload);
+            Py_DECREF(messages);
+            Py_DECREF(controls);
+            throw py::error_already_set();
+        }
+        PyObject* err = error_ ? error_.ptr() : Py_None;
+        Py_INCREF(err);
+        PyTuple_SET_ITEM(tuple, 0, messages);
+        PyTuple_SET_ITEM(tuple, 1, controls);
+        PyTuple_SET_ITEM(tuple, 2, err);
+        PyTuple_SET_ITEM(tuple, 3, nread);
+        PyTuple_SET_ITEM(tuple, 4, payload);
+        return py::reinterpret_steal<py::object>(tuple);
+    }
+
+    uint64_t messages_received() const { return core_.messages_received(); }
+    uint64_t bytes_received() const { return core_.bytes_received(); }
+    uint64_t payload_bytes() const { return core_.payload_bytes(); }
+    uint64_t decode_errors() const { return decode_errors_; }
+    bool closed() const { return core_.closed(); }
+    bool failed() const { return core_.failed(); }
+
+private:
+    // recv() without waiting; EINTR is retried (after Python's signal handlers, as
+    // socket.recv_into does). Returns -1 when nothing waits; raises OSError otherwise.
+    static ssize_t receive(int fd, void* buf, size_t len) {
+        for (;;) {
+            const ssize_t n = ::recv(fd, buf, len, MSG_DONTWAIT);
+            if (n >= 0) return n;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
+            if (errno != EINTR) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                throw py::error_already_set();
+            }
+            if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        }
+    }
+
+    // Two new empty lists: the messages (returned) and the controls (in *controls).
+    static PyObject* empty_pair(PyObject** controls) {
+        PyObject* messages = PyList_New(0);
+        *controls = PyList_New(0);
+        if (!messages || !*controls) {
+            Py_XDECREF(messages);
+            Py_XDECREF(*controls);
+            throw py::error_already_set();
+        }
+        return messages;
+    }
+
+    // Frame `n` bytes at `data` (alive until this returns): the new messages list
+    // (returned) and controls list (in *controls); error_ is set on the first violation.
+    PyObject* parse(const uint8_t* data, size_t n, PyObject** controls_out) {
         // Also guards phase 2: `loads` is arbitrary Python and could call feed() again.
         if (busy_) throw std::runtime_error("FrameParser.feed() is already running");
-        BufferView buf(data.ptr());  // held to the end: message spans point into it
         busy_ = true;
         struct Done {  // whatever happens below: forget the batch, allow the next feed()
             FrameParser& self;
@@ -128,14 +215,14 @@ public:
             }
         } done{*this};
         // Phase 1: frame, validate, inflate, in pure C++.
-        if (buf.size() >= kReleaseThreshold) {
+        if (n >= kReleaseThreshold) {
             py::gil_scoped_release unlocked;
-            core_.feed(buf.data(), buf.size());
+            core_.feed(data, n);
         } else {
-            core_.feed(buf.data(), buf.size());
+            core_.feed(data, n);
         }
         // Phase 2: Python objects.
-        PyObject* messages = build_messages(buf.data());
+        PyObject* messages = build_messages(data);
         if (!messages) throw py::error_already_set();
         PyObject* controls = build_controls();
         if (!controls) {
@@ -151,17 +238,10 @@ public:
             }
             error_ = py::reinterpret_steal<py::object>(exc);
         }
-        return result(messages, controls);
+        *controls_out = controls;
+        return messages;
     }
 
-    uint64_t messages_received() const { return core_.messages_received(); }
-    uint64_t bytes_received() const { return core_.bytes_received(); }
-    uint64_t payload_bytes() const { return core_.payload_bytes(); }
-    uint64_t decode_errors() const { return decode_errors_; }
-    bool closed() const { return core_.closed(); }
-    bool failed() const { return core_.failed(); }
-
-private:
     static kws::ParserOptions make_options(py::handle max_size, bool inflate,
                                            bool no_context_takeover, int window_bits) {
         PyObject* index = PyNumber_Index(max_size.ptr());
@@ -459,6 +539,8 @@ PYBIND11_MODULE(_speedups, m) {
              py::arg("inflate_window_bits") = 15)
         .def("feed", &FrameParser::feed, py::arg("data"),
              "feed(data) -> (messages, controls, error)")
+        .def("feed_from", &FrameParser::feed_from, py::arg("fd"), py::arg("buf"),
+             "feed_from(fd, buf) -> (messages, controls, error, nread, payload) | None")
         .def_property_readonly("messages_received", &FrameParser::messages_received)
         .def_property_readonly("bytes_received", &FrameParser::bytes_received)
         .def_property_readonly("payload_bytes", &FrameParser::payload_bytes)

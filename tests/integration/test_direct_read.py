@@ -270,4 +270,5 @@ def test_a_quiet_connection_stays_with_the_consumer(asyncio_front: bool) -> None
                     ws.send("go")
                     got.append(ws.recv(timeout=30)["n"])
     assert got == [1, 2, 3, 4, 5]
-    assert readers.names[2:] == [threading.current_thread().name] * 3
+    # the messages that end the quiet spells (the first ones may come before the lend)
+    assert readers.names[3:] == [threading.current_thread().name] * 2

@@ -105,3 +105,26 @@ def test_byte_by_byte_input_gives_the_same_result(codec: ModuleType) -> None:
     msgs = [m for i in range(len(wire)) for m in p.receive_data(wire[i : i + 1])]
     assert msgs == ["split", "anywhere"]
     assert unmask(p.data_to_send()[0]) == (OP_PONG, b"p")
+
+
+def test_what_a_native_read_returned_is_acted_on_as_by_receive_data(codec: ModuleType) -> None:
+    """The read path that feeds the parser itself (``feed_from``) hands the controls and
+    the error to ``received``: same answers, same news as ``receive_data``."""
+    p = make(codec)
+    wire = frame(OP_TEXT, "a") + frame(OP_PING, b"xyz") + frame(OP_CLOSE, struct.pack("!H", 1001))
+    msgs, controls, error = p.parser.feed(wire)
+    assert msgs == ["a"] and error is None
+    p.received([], None)
+    assert not p.has_news
+    p.received(controls, error)
+    assert p.has_news and p.close_received == (1001, "")
+    assert [unmask(w) for w in p.data_to_send()] == [
+        (OP_PONG, b"xyz"),
+        (OP_CLOSE, struct.pack("!H", 1001)),
+    ]
+    broken = make(codec)
+    _, _, violation = broken.parser.feed(frame(3, b"?"))
+    assert violation is not None
+    broken.received([], violation)
+    assert broken.has_news and broken.error is violation
+    assert broken.state is ProtocolState.CLOSED

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import zlib
 from collections.abc import Callable
 from typing import Any, Final
@@ -287,6 +288,20 @@ class FrameParser:
         return self._error is not None
 
     # -------------------------------------------------------------- feeding
+
+    def feed_from(
+        self, fd: int, buf: bytearray
+    ) -> tuple[list[Any], list[tuple[int, bytes]], WebSocketProtocolError | None, int, int] | None:
+        """One non-blocking read of ``fd`` into ``buf``, then :meth:`feed` on what came:
+        ``(messages, controls, error, nread, payload)``, or None when nothing waits
+        (see the module docs)."""
+        try:
+            n = os.readv(fd, [buf])
+        except BlockingIOError:
+            return None
+        before = self._payload_bytes
+        messages, controls, error = self.feed(memoryview(buf)[:n]) if n else ([], [], self._error)
+        return messages, controls, error, n, self._payload_bytes - before
 
     def feed(
         self, data: bytes | bytearray | memoryview

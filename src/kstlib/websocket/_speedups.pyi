@@ -36,6 +36,11 @@ class FrameParser:
     def feed(
         self, data: ReadableBuffer
     ) -> tuple[list[Any], list[tuple[int, bytes]], WebSocketProtocolError | None]: ...
+    def feed_from(
+        self, fd: int, buf: bytearray
+    ) -> (
+        tuple[list[Any], list[tuple[int, bytes]], WebSocketProtocolError | None, int, int] | None
+    ): ...
     @property
     def messages_received(self) -> int: ...
     @property

@@ -38,6 +38,16 @@ inflate=False, inflate_no_context_takeover=False, inflate_window_bits=15)``
       returned in ``messages`` / ``controls``. After an error the parser is ``failed`` and
       every later ``feed`` returns ``([], [], same_error)``.
 
+    ``feed_from(fd, buf) -> (messages, controls, error, nread, payload) | None``: one
+    non-blocking read of the socket ``fd`` into the writable buffer ``buf`` (its whole
+    length at most), then ``feed`` on the bytes read, in one call: the read path of a
+    plain TCP connection, which costs no Python frame per read. None when nothing waits
+    to be read (no exception per idle read); ``nread`` is the number of bytes read (0: the
+    peer's end of stream, with empty lists); ``payload`` is the growth of
+    ``payload_bytes``, that is the payload of ``messages``. Other read errors raise
+    ``OSError`` as ``socket.recv_into`` does (``EINTR`` is retried). The only I/O in the
+    interface, kept beside ``feed`` so that one native call reads and parses.
+
     Violations and their close codes: masked frame, RSV bits not allowed by a negotiated
     extension (RSV1 only with ``inflate`` and only on the first frame of a data message;
     RSV2/RSV3 never), unknown opcode, control frame fragmented or longer than 125 bytes,

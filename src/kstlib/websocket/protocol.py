@@ -63,8 +63,6 @@ class ClientProtocol:
         self.pong_matched = False
         #: Payload bytes (after decompression) of the messages the last call returned.
         self.batch_bytes = 0
-        #: The parser's payload count after the last call (one count read per call).
-        self._payload_seen = parser.payload_bytes
         self._ping_count = 0
         self._ping_payload: bytes | None = None
         self._outgoing: list[tuple[int, bytes]] = []
@@ -94,15 +92,25 @@ class ClientProtocol:
 
         Control frames are handled here (see the module docstring); after the peer's close
         frame or an error the parser ignores further input."""
+        parser = self.parser
+        before = parser.payload_bytes
         messages, controls, error = self._feed(data)
-        seen = self.parser.payload_bytes
-        self.batch_bytes, self._payload_seen = seen - self._payload_seen, seen
+        self.batch_bytes = parser.payload_bytes - before
+        if controls or error is not None:
+            self.received(controls, error)
+        return messages  # type: ignore[no-any-return]
+
+    def received(
+        self, controls: list[tuple[int, bytes]], error: WebSocketProtocolError | None
+    ) -> None:
+        """Act on what the parser returned besides data messages, when the caller fed it
+        itself (``FrameParser.feed_from``, the native read path of :mod:`.engine.link`):
+        control frames and the first violation set :attr:`has_news`."""
         if controls:
             self._on_controls(controls)
         if error is not None and self.error is None:
             self.error = error
             self.has_news = True
-        return messages  # type: ignore[no-any-return]
 
     def _on_controls(self, controls: list[tuple[int, bytes]]) -> None:
         self.has_news = True

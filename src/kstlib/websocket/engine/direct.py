@@ -57,7 +57,6 @@ from kstlib.websocket.inbox import Waiter, look_again
 
 from .clock import Clock, poll_ms
 from .delivery import Delivery
-from .link import WOULD_BLOCK
 
 if TYPE_CHECKING:
     from .link import Link
@@ -98,7 +97,6 @@ class DirectRead:
         self._delivery = delivery
         self._clock = clock
         self._buf = buf
-        self._view = memoryview(buf)
         self._lock = threading.Lock()
         #: Set when a consumer leaves while the engine reclaims the role.
         self._left = threading.Event()
@@ -180,26 +178,29 @@ class DirectRead:
         EOF). ``(None, idle)`` when it goes on: ``idle`` when nothing more can be read
         without waiting (else a frame is partly read: read again)."""
         try:
-            n = link.recv_into(self._buf)
-        except WOULD_BLOCK:
-            return None, True
+            got = link.read_frames(self._buf)
         except OSError as exc:
             self._report(exc)
             return [], False
+        if got is None:
+            return None, True
+        msgs, controls, error, n, nbytes = got
         if n == 0:
             self._report(EOFError(_EOF))
             return [], False
         protocol, delivery = link.protocol, self._delivery
-        msgs = out = protocol.receive_data(self._view[:n])
+        if controls or error is not None:
+            protocol.received(controls, error)
+        out = msgs
         if msgs:  # hand the batch over (inline: this runs for every message)
             keepalive = link.keepalive
+            self.item_bytes = nbytes // len(msgs)
             if delivery.plain():  # as it is
                 if keepalive.receive_timeout:
                     keepalive.data_received(self._clock.monotonic())
-                self.item_bytes = protocol.batch_bytes // len(msgs)
             else:  # through delivery to the inbox, past the bounds: this thread empties
                 # the queue next, and waiting for room would wait for itself
-                delivery.deliver_read(msgs, protocol.batch_bytes, keepalive, force=True)
+                delivery.deliver_read(msgs, nbytes, keepalive, force=True)
                 out = []
         if protocol.has_news or delivery.handover_wanted:
             self.news = True
@@ -352,7 +353,7 @@ class DirectRead:
             self._loop_fut = None
             if out:
                 self._delivery.deliver_read(
-                    out, link.protocol.batch_bytes, link.keepalive, force=True
+                    out, self.item_bytes * len(out), link.keepalive, force=True
                 )
             out = None
         if not self.news:

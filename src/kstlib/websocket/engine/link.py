@@ -1,8 +1,9 @@
 """One open connection: its socket, its :class:`~kstlib.websocket.protocol.ClientProtocol`,
 and the locks that let any thread write while the engine thread reads.
 
-* Reads (:meth:`Link.read_into`) belong to one thread at a time: the engine thread, or
-  the closer thread of a replaced connection.
+* Reads (:meth:`Link.read_into`, :attr:`Link.read_frames`) belong to one thread at a
+  time: the engine thread, a consumer it lent the reading to (:mod:`.direct`), or the
+  closer thread of a replaced connection.
 * Writes (:meth:`Link.send_data`, :meth:`Link.send_ping`, :meth:`Link.flush`,
   :meth:`Link.send_close`) hold ``write_lock`` for the whole frame, so frames never
   interleave. A write waits for room in the socket for at most ``write_timeout``; a frame
@@ -17,6 +18,7 @@ Thread-safety: as above; :meth:`Link.abort` may be called from any thread, twice
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
 import ssl
@@ -25,13 +27,20 @@ from collections.abc import Callable
 from typing import Any
 
 from kstlib.websocket import transport
-from kstlib.websocket.exceptions import WebSocketClosedError, WebSocketTimeoutError
+from kstlib.websocket.exceptions import (
+    WebSocketClosedError,
+    WebSocketProtocolError,
+    WebSocketTimeoutError,
+)
 from kstlib.websocket.protocol import ClientProtocol
 
 from .clock import Clock
 from .keepalive import Keepalive
 
 __all__ = ["Link"]
+
+#: One read, framed: ``(messages, controls, error, nread, payload)`` (:attr:`Link.read_frames`).
+Frames = tuple[list[Any], list[tuple[int, bytes]], WebSocketProtocolError | None, int, int]
 
 #: What a non-blocking read or write raises when it cannot go on without waiting.
 WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -61,6 +70,17 @@ class Link:
         self.recv_into: Callable[[bytearray], int] = (
             self._tls_recv_into if self.tls else hs.sock.recv_into
         )
+        #: One non-blocking read into a buffer, framed by the protocol's parser:
+        #: ``(messages, controls, error, nread, payload)`` (``FrameParser.feed_from``;
+        #: nread 0 at EOF), None when nothing waits; raises ``OSError`` when the
+        #: connection broke. The caller hands ``controls`` and ``error`` to
+        #: :meth:`ClientProtocol.received`. One native call on plain TCP (the hot path of
+        #: :mod:`.direct`: no Python frame per read).
+        self.read_frames: Callable[[bytearray], Frames | None] = (
+            self._tls_read_frames
+            if self.tls
+            else functools.partial(protocol.parser.feed_from, hs.sock.fileno())
+        )
         #: One non-blocking write of what the socket takes now (write lock held).
         self._send_some: Callable[[bytes | memoryview], int] = (
             self._tls_send if self.tls else hs.sock.send
@@ -88,6 +108,17 @@ class Link:
     def _tls_recv_into(self, buf: bytearray) -> int:
         with self.io_lock:  # an SSLSocket's reads and writes share its state
             return self.sock.recv_into(buf)
+
+    def _tls_read_frames(self, buf: bytearray) -> Frames | None:
+        """:attr:`read_frames` over TLS: the ``SSLSocket`` decrypts, then the parser."""
+        try:
+            n = self._tls_recv_into(buf)
+        except WOULD_BLOCK:
+            return None
+        parser = self.protocol.parser
+        before = parser.payload_bytes
+        messages, controls, error = parser.feed(memoryview(buf)[:n]) if n else ([], [], None)
+        return messages, controls, error, n, parser.payload_bytes - before
 
     def drained(self) -> bool:
         """After a read shorter than the buffer: nothing is left to read without waiting

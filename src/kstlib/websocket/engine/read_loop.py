@@ -79,31 +79,32 @@ class _Serving:
     def run(self) -> Ending | Link:
         rt, link = self.rt, self.link
         buf = rt.buf
-        view = memoryview(buf)
-        read_into = link.read_into
+        read_frames = link.read_frames
         protocol = link.protocol
-        receive = protocol.receive_data
         mailbox = rt.mailbox
         pending = link.take_leftover()
         while True:
-            chunk: Any
-            if pending is not None:
-                chunk, pending = pending, None
-                n = len(chunk)
+            msgs: list[Any] | None
+            if pending is not None:  # what came with the handshake's response
+                msgs, n = protocol.receive_data(pending), len(pending)
+                nbytes, pending = protocol.batch_bytes, None
             else:
                 try:
-                    n = read_into(buf)
+                    got = read_frames(buf)
                 except OSError as exc:
                     return lost(rt, link, _R.NETWORK_ERROR, exc)
-                if n == 0:
-                    return lost(rt, link, _R.NETWORK_ERROR, EOFError(_EOF))
-                chunk = view[:n] if n > 0 else None
-            if n > 0:
-                msgs = receive(chunk)
-                if msgs:
-                    self._deliver(msgs, protocol.batch_bytes)
-                if protocol.has_news and (ending := after_controls(rt, link)) is not None:
-                    return ending
+                if got is None:  # nothing to read
+                    msgs, n, nbytes = None, -1, 0
+                else:
+                    msgs, controls, error, n, nbytes = got
+                    if n == 0:
+                        return lost(rt, link, _R.NETWORK_ERROR, EOFError(_EOF))
+                    if controls or error is not None:
+                        protocol.received(controls, error)
+            if msgs:
+                self._deliver(msgs, nbytes)
+            if protocol.has_news and (ending := after_controls(rt, link)) is not None:
+                return ending
             if mailbox.pending and (ending := self._commands()) is not None:
                 return ending
             out = self._timers()
