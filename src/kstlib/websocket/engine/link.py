@@ -66,8 +66,8 @@ class Link:
         self.io_lock = threading.Lock()
         #: One non-blocking read into a buffer: bytes read, 0 at EOF; raises one of
         #: :data:`WOULD_BLOCK` when nothing is there, another ``OSError`` when the
-        #: connection broke. The socket's own method on plain TCP (the hot path).
-        self.recv_into: Callable[[bytearray], int] = (
+        #: connection broke.
+        self._recv_into: Callable[[bytearray], int] = (
             self._tls_recv_into if self.tls else hs.sock.recv_into
         )
         #: One non-blocking read into a buffer, framed by the protocol's parser:
@@ -101,7 +101,7 @@ class Link:
 
         Raises ``OSError`` when the connection broke."""
         try:
-            return self.recv_into(buf)
+            return self._recv_into(buf)
         except WOULD_BLOCK:
             return -1
 
