@@ -13,7 +13,9 @@ everything RFC 6455 asks of a client beyond framing:
   what was complete before it is still returned.
 
 It never touches a socket or a clock. The caller reads bytes, passes them to
-:meth:`~ClientProtocol.receive_data`, looks at :attr:`~ClientProtocol.has_news` (one
+:meth:`~ClientProtocol.receive_data` (or reads and parses in one native call,
+``FrameParser.feed_from``, and hands the control frames and the error to
+:meth:`~ClientProtocol.received`), looks at :attr:`~ClientProtocol.has_news` (one
 attribute test on the hot path) and writes what :meth:`~ClientProtocol.data_to_send`
 returns.
 
