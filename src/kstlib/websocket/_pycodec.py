@@ -300,7 +300,7 @@ class FrameParser:
         except BlockingIOError:
             return None
         before = self._payload_bytes
-        messages, controls, error = self.feed(memoryview(buf)[:n]) if n else ([], [], self._error)
+        messages, controls, error = self.feed(memoryview(buf)[:n])  # n 0: EOF, nothing
         return messages, controls, error, n, self._payload_bytes - before
 
     def feed(

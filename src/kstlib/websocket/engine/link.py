@@ -117,7 +117,7 @@ class Link:
             return None
         parser = self.protocol.parser
         before = parser.payload_bytes
-        messages, controls, error = parser.feed(memoryview(buf)[:n]) if n else ([], [], None)
+        messages, controls, error = parser.feed(memoryview(buf)[:n])  # n 0: EOF, nothing
         return messages, controls, error, n, parser.payload_bytes - before
 
     def drained(self) -> bool:
