@@ -100,21 +100,8 @@ async def consume_async(
     back to the head of the queue and the error is raised here."""
     if start is not None:
         await start()
-
-    def handle(batch: list[Any]) -> None:
-        hide = markers if hide_markers is not None and hide_markers() else ()
-        it = iter(batch)
-        try:
-            for item in it:
-                if not hide or type(item) not in hide:
-                    handler(item)
-        finally:
-            rest = list(it)  # what the handler did not take
-            if rest:
-                inbox.extend_front(rest)
-
     try:
-        await inbox.serve_async(handle)
+        await inbox.serve_async(handler, hide_markers, markers)
     except InboxFinished as end:
         if end.error is not None:
             raise end.error from None

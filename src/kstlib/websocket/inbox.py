@@ -445,25 +445,34 @@ class Inbox:
                     if (out := self._filled(got, max_items)) is not None:
                         return out  # the hot path: read on this loop, handed out as is
 
-    async def serve_async(self, handle: Callable[[list[Any]], None]) -> None:
-        """Pass every batch to ``handle``, oldest first, until the inbox is finished
-        (then raise :class:`InboxFinished`); never blocks the event loop. While nothing
-        is queued, a :attr:`filler` reads on the loop and calls ``handle`` in the
-        reader's own turn, so a message reaches it with one loop wake-up and no task
-        switch; queued batches are passed from this task. An exception from ``handle``
-        ends the wait and is raised here (``handle`` puts back what it did not take)."""
+    async def serve_async(
+        self,
+        handler: Callable[[Any], object],
+        hide: Callable[[], bool] | None = None,
+        hidden: tuple[type, ...] = (),
+    ) -> None:
+        """Call ``handler(item)`` for every item, oldest first, until the inbox is
+        finished (then raise :class:`InboxFinished`); never blocks the event loop.
+        ``hide()``, asked once per batch, True skips that batch's items whose type is in
+        ``hidden``. While nothing is queued, a :attr:`filler` reads on the loop and
+        passes each batch to ``handler`` in the reader's own turn, so a message reaches
+        it with one loop wake-up and no task switch; queued batches are passed from this
+        task. An exception from ``handler`` ends the wait and is raised here; the items
+        after the one that raised go back to the head of the queue."""
         loop = asyncio.get_running_loop()
         filler = self.filler
         while True:
+            serving = _Serving(loop, self, handler, hide, hidden)
             with self._lock:
                 batch = self._take(None) if self._items else None
                 if batch is None and self._finished:
                     raise InboxFinished(self._error)
             if batch is not None:
-                handle(batch)
+                serving.set_result(batch)
+                if serving.ended.done():
+                    serving.ended.result()  # raises what the handler raised
                 continue
             lends = 0 if filler is None else filler.lends
-            serving = _Serving(loop, handle)
             if filler is None or not filler.fill_async(loop, serving):
                 await self._wait_for_put(loop, loop.create_future(), lends)
                 continue
@@ -573,15 +582,24 @@ class Inbox:
 
 class _Serving:
     """The wait of :meth:`Inbox.serve_async` (a filler's waiter, on the loop's thread):
-    each batch the filler reads goes to ``handle`` at once and the wait goes on; None,
-    or ``[]`` (the batch went to the queue), or an error from ``handle`` ends it."""
+    the items of each batch the filler reads go to the handler at once and the wait goes
+    on; None, or ``[]`` (the batch went to the queue), or an error from the handler ends
+    it. (This runs for every message read on the loop: one Python frame per batch.)"""
 
-    __slots__ = ("_handle", "done", "ended")
+    __slots__ = ("_handler", "_hidden", "_hide", "_inbox", "done", "ended")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, handle: Callable[[list[Any]], None]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        inbox: Inbox,
+        handler: Callable[[Any], object],
+        hide: Callable[[], bool] | None,
+        hidden: tuple[type, ...],
     ) -> None:
-        self._handle = handle
+        self._inbox = inbox
+        self._handler = handler
+        self._hide = hide
+        self._hidden = hidden
         self.ended: asyncio.Future[None] = loop.create_future()
         #: True once the wait ended (the future's own method: no Python frame).
         self.done: Callable[[], bool] = self.ended.done
@@ -592,9 +610,21 @@ class _Serving:
         if not batch:
             self.ended.set_result(None)
             return
+        handler, hide = self._handler, self._hide
+        it = iter(batch)
         try:
-            self._handle(batch)
+            if hide is not None and hide():
+                hidden = self._hidden
+                for item in it:
+                    if type(item) not in hidden:
+                        handler(item)
+            else:
+                for item in it:
+                    handler(item)
         except BaseException as exc:
+            rest = list(it)  # what the handler did not take
+            if rest:
+                self._inbox.extend_front(rest)
             self.ended.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise

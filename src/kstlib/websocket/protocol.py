@@ -28,6 +28,7 @@ reader never needs that lock to parse.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any
 
 from kstlib.websocket import codec
@@ -52,6 +53,9 @@ class ClientProtocol:
     def __init__(self, parser: Any, encoder: Any) -> None:
         self.parser = parser
         self.encoder = encoder
+        #: ``encode_data(opcode, payload)``: a data message (``OP_TEXT`` /
+        #: ``OP_BINARY``) as wire bytes (the encoder's own method: no Python frame).
+        self.encode_data: Callable[[int, Any], bytes] = encoder.encode
         self._feed = parser.feed
         self.close_sent = False
         #: ``(code, reason)`` of the peer's close frame (``(None, "")`` when empty).
@@ -150,10 +154,6 @@ class ClientProtocol:
             frames.append(self.encoder.encode(opcode, payload))
         self._outgoing.clear()
         return frames
-
-    def encode_data(self, opcode: int, payload: Any) -> bytes:
-        """A data message (``OP_TEXT`` / ``OP_BINARY``) as wire bytes."""
-        return self.encoder.encode(opcode, payload)  # type: ignore[no-any-return]
 
     def encode_ping(self) -> tuple[bytes, bool]:
         """A new ping; returns ``(frame, waits)``. ``waits`` is True when this ping is the

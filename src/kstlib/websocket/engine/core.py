@@ -376,10 +376,11 @@ class Engine:
         (JSON text). Waits for a pacing slot when ``max_send_rate`` is set."""
         opcode, payload = _frame_of(data)
         rt = self._rt
-        if rt.link is None:
-            raise WebSocketClosedError(None, f"not connected (state {self.state.name})")
-        if rt.limiter is not None and not rt.limiter.acquire(cancelled=lambda: rt.stopping):
-            raise WebSocketClosedError(None, "closing")
+        if rt.limiter is not None:  # (not connected: raise at once, not after a wait)
+            if rt.link is None:
+                raise WebSocketClosedError(None, f"not connected (state {self.state.name})")
+            if not rt.limiter.acquire(cancelled=lambda: rt.stopping):
+                raise WebSocketClosedError(None, "closing")
         self._write(opcode, payload)
 
     def send_nowait(self, data: Any) -> Callable[[], None] | None:

@@ -312,17 +312,26 @@ class DirectRead:
         batch completes the wait once the lock is released: a waiter that keeps waiting
         (``done()`` still False, as :meth:`~kstlib.websocket.inbox.Inbox.serve_async`'s)
         runs the consumer's code there. One batch per wait otherwise; a waiter left
-        waiting when the reading stops looks at the queue again."""
-        paused = False
+        waiting when the reading stops looks at the queue again. (This runs for every
+        message read on a loop: the read is inline, one Python frame per turn.)"""
         with self._lock:
             fut = self._loop_fut
-            if self._role == _LOOP and self._link is link and fut is not None:
-                out, stop = self._read_once(link, fut)
-            else:
+            if self._role != _LOOP or self._link is not link or fut is None:
+                paused = self._pause(link)
                 out, stop = None, True
-                if self._role == _LOOP and self._link is link:  # nobody waits: pause
-                    self._role, self._left_at = _LENT, self._clock.monotonic()
-                    paused = True
+            else:  # read until a batch, news, or nothing more without waiting
+                paused = stop = False
+                while True:
+                    out, idle = self._step(link)
+                    if out is not None or idle:
+                        break
+                if out is not None:
+                    self.visits += 1
+                    if fut.done():  # the wait was cancelled meanwhile: keep the batch
+                        self._keep(out, link)
+                        out = None
+                    if self.news:
+                        self._role, stop = _LENT, True
         if out is not None:
             assert fut is not None
             fut.set_result(out)
@@ -337,29 +346,21 @@ class DirectRead:
         if paused:  # another task may wait for the queue: it may take the reading now
             self._delivery.inbox.wake_waiters()
 
-    def _read_once(self, link: Link, fut: Waiter) -> tuple[list[Any] | None, bool]:
-        """Read on the loop (lock held) until a batch, news, or nothing more to read
-        without waiting. Returns the batch to complete ``fut`` with (None: none, or the
-        wait was cancelled meanwhile and the batch is queued), and True when the reading
-        stops (news: the role goes back)."""
-        while True:
-            out, idle = self._step(link)
-            if out is not None:
-                break
-            if idle:
-                return None, False
-        self.visits += 1
-        if fut.done():  # the wait was cancelled meanwhile: nobody waits; keep the batch
-            self._loop_fut = None
-            if out:
-                self._delivery.deliver_read(
-                    out, self.item_bytes * len(out), link.keepalive, force=True
-                )
-            out = None
-        if not self.news:
-            return out, False
-        self._role = _LENT
-        return out, True
+    def _pause(self, link: Link) -> bool:
+        """Nobody waits for the loop's reading (lock held): True when it pauses (the
+        role is lent again), False when the role is gone (the reading stops)."""
+        if self._role == _LOOP and self._link is link:
+            self._role, self._left_at = _LENT, self._clock.monotonic()
+            return True
+        return False
+
+    def _keep(self, batch: list[Any], link: Link) -> None:
+        """A batch read for a wait cancelled meanwhile (lock held): it is queued."""
+        self._loop_fut = None
+        if batch:
+            self._delivery.deliver_read(
+                batch, self.item_bytes * len(batch), link.keepalive, force=True
+            )
 
     # ------------------------------------------------------------------ engine side
 

@@ -42,6 +42,8 @@ __all__ = ["Link"]
 #: One read, framed: ``(messages, controls, error, nread, payload)`` (:attr:`Link.read_frames`).
 Frames = tuple[list[Any], list[tuple[int, bytes]], WebSocketProtocolError | None, int, int]
 
+_CLOSING = "not connected (the connection is closing)"
+
 #: What a non-blocking read or write raises when it cannot go on without waiting.
 WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -155,8 +157,16 @@ class Link:
         """Write one data message. Raises ``WebSocketClosedError`` when the connection is
         closing or gone, ``WebSocketTimeoutError`` when the peer stopped reading."""
         with self.write_lock:
-            self._check_writable()
-            self._write(self.protocol.encode_data(opcode, payload))
+            protocol = self.protocol
+            if not self.open or protocol.close_sent:
+                raise WebSocketClosedError(None, _CLOSING)
+            frame = protocol.encode_data(opcode, payload)
+            try:  # the hot path: the socket takes the whole frame at once
+                sent = self._send_some(frame)
+            except WOULD_BLOCK:
+                sent = 0
+            if sent < len(frame):
+                self._write(memoryview(frame)[sent:], partial=sent > 0)
 
     def try_send_data(self, opcode: int, payload: Any) -> Callable[[], None] | None:
         """Write one data message without waiting, when the write lock is free and the
@@ -226,7 +236,7 @@ class Link:
 
     def _check_writable(self) -> None:
         if not self.open or self.protocol.close_sent:
-            raise WebSocketClosedError(None, "not connected (the connection is closing)")
+            raise WebSocketClosedError(None, _CLOSING)
 
     def _write(
         self, data: bytes | memoryview, timeout: float | None = None, partial: bool = False
