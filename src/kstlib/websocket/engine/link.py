@@ -177,8 +177,10 @@ class Link:
         if not self.write_lock.acquire(blocking=False):
             return lambda: self.send_data(opcode, payload)
         try:
-            self._check_writable()
-            frame = memoryview(self.protocol.encode_data(opcode, payload))
+            protocol = self.protocol
+            if not self.open or protocol.close_sent:
+                raise WebSocketClosedError(None, _CLOSING)
+            frame = protocol.encode_data(opcode, payload)
             try:
                 sent = self._send_some(frame)
             except WOULD_BLOCK:
@@ -192,7 +194,7 @@ class Link:
 
         def finish() -> None:
             try:
-                self._write(frame[sent:], partial=sent > 0)
+                self._write(memoryview(frame)[sent:], partial=sent > 0)
             finally:
                 self.write_lock.release()
 
@@ -201,7 +203,8 @@ class Link:
     def send_ping(self) -> bool:
         """Write a ping; True when it is the one whose pong is awaited."""
         with self.write_lock:
-            self._check_writable()
+            if not self.open or self.protocol.close_sent:
+                raise WebSocketClosedError(None, _CLOSING)
             frame, waits = self.protocol.encode_ping()
             self._write(frame)
             return waits
@@ -233,10 +236,6 @@ class Link:
             return True
         finally:
             self.write_lock.release()
-
-    def _check_writable(self) -> None:
-        if not self.open or self.protocol.close_sent:
-            raise WebSocketClosedError(None, _CLOSING)
 
     def _write(
         self, data: bytes | memoryview, timeout: float | None = None, partial: bool = False
