@@ -313,7 +313,7 @@ class DirectRead:
         (``done()`` still False, as :meth:`~kstlib.websocket.inbox.Inbox.serve_async`'s)
         runs the consumer's code there. One batch per wait otherwise; a waiter left
         waiting when the reading stops looks at the queue again. (This runs for every
-        message read on a loop: the read is inline, one Python frame per turn.)"""
+        read on a loop: its loop over :meth:`_step` is inline, to spare a frame.)"""
         with self._lock:
             fut = self._loop_fut
             if self._role != _LOOP or self._link is not link or fut is None:
