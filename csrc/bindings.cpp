@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <new>
 #include <string>
@@ -117,11 +118,11 @@ public:
     }
 
     py::object feed(py::handle data) {
-        if (core_.failed() && error_) return result(PyList_New(0), PyList_New(0));
+        if (core_.failed() && error_) return pack({PyList_New(0), PyList_New(0), error_ref()});
         BufferView buf(data.ptr());  // held to the end: message spans point into it
         PyObject* controls = nullptr;
         PyObject* messages = parse(buf.data(), buf.size(), &controls);
-        return result(messages, controls);
+        return pack({messages, controls, error_ref()});
     }
 
     // One non-blocking recv() from `fd` into `out` (a writable buffer), then feed() on
@@ -141,29 +142,16 @@ public:
         if (n < 0) return py::none();
         const uint64_t before = core_.payload_bytes();
         PyObject* controls = nullptr;
-        PyObject* messages =
-            (n == 0 || (core_.failed() && error_))
-                ? empty_pair(&controls)
-                : parse(static_cast<const uint8_t*>(view.buf), static_cast<size_t>(n), &controls);
-        PyObject* nread = PyLong_FromSsize_t(n);
-        PyObject* payload = PyLong_FromUnsignedLongLong(core_.payload_bytes() - before);
-        PyObject* tuple = PyTuple_New(5);
-        if (!tuple || !nread || !payload) {
-            Py_XDECREF(tuple);
-            Py_XDECREF(nread);
-            Py_XDECREF(payload);
-            Py_DECREF(messages);
-            Py_DECREF(controls);
-            throw py::error_already_set();
+        PyObject* messages = nullptr;
+        if (n == 0 || (core_.failed() && error_)) {  // end of stream, or failed: nothing
+            messages = PyList_New(0);
+            controls = PyList_New(0);
+        } else {
+            messages = parse(static_cast<const uint8_t*>(view.buf), static_cast<size_t>(n),
+                             &controls);
         }
-        PyObject* err = error_ ? error_.ptr() : Py_None;
-        Py_INCREF(err);
-        PyTuple_SET_ITEM(tuple, 0, messages);
-        PyTuple_SET_ITEM(tuple, 1, controls);
-        PyTuple_SET_ITEM(tuple, 2, err);
-        PyTuple_SET_ITEM(tuple, 3, nread);
-        PyTuple_SET_ITEM(tuple, 4, payload);
-        return py::reinterpret_steal<py::object>(tuple);
+        PyObject* payload = PyLong_FromUnsignedLongLong(core_.payload_bytes() - before);
+        return pack({messages, controls, error_ref(), PyLong_FromSsize_t(n), payload});
     }
 
     uint64_t messages_received() const { return core_.messages_received(); }
@@ -187,18 +175,6 @@ private:
             }
             if (PyErr_CheckSignals() != 0) throw py::error_already_set();
         }
-    }
-
-    // Two new empty lists: the messages (returned) and the controls (in *controls).
-    static PyObject* empty_pair(PyObject** controls) {
-        PyObject* messages = PyList_New(0);
-        *controls = PyList_New(0);
-        if (!messages || !*controls) {
-            Py_XDECREF(messages);
-            Py_XDECREF(*controls);
-            throw py::error_already_set();
-        }
-        return messages;
     }
 
     // Frame `n` bytes at `data` (alive until this returns): the new messages list
@@ -262,24 +238,26 @@ private:
         return o;
     }
 
-    py::object result(PyObject* messages, PyObject* controls) {
-        if (!messages || !controls) {
-            Py_XDECREF(messages);
-            Py_XDECREF(controls);
-            throw py::error_already_set();
-        }
+    // A new reference to the first violation, or to None.
+    PyObject* error_ref() const {
         PyObject* err = error_ ? error_.ptr() : Py_None;
         Py_INCREF(err);
-        PyObject* tuple = PyTuple_New(3);
+        return err;
+    }
+
+    // A tuple of `items`, whose references it steals: feed()'s (messages, controls,
+    // error) and feed_from()'s five. An item that is NULL (its allocation failed) releases
+    // the others and raises the pending Python error.
+    static py::object pack(std::initializer_list<PyObject*> items) {
+        bool complete = true;
+        for (PyObject* item : items) complete = complete && item != nullptr;
+        PyObject* tuple = complete ? PyTuple_New(static_cast<Py_ssize_t>(items.size())) : nullptr;
         if (!tuple) {
-            Py_DECREF(messages);
-            Py_DECREF(controls);
-            Py_DECREF(err);
+            for (PyObject* item : items) Py_XDECREF(item);
             throw py::error_already_set();
         }
-        PyTuple_SET_ITEM(tuple, 0, messages);
-        PyTuple_SET_ITEM(tuple, 1, controls);
-        PyTuple_SET_ITEM(tuple, 2, err);
+        Py_ssize_t i = 0;
+        for (PyObject* item : items) PyTuple_SET_ITEM(tuple, i++, item);
         return py::reinterpret_steal<py::object>(tuple);
     }
 
