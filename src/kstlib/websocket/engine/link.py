@@ -42,8 +42,6 @@ __all__ = ["Link"]
 #: One read, framed: ``(messages, controls, error, nread, payload)`` (:attr:`Link.read_frames`).
 Frames = tuple[list[Any], list[tuple[int, bytes]], WebSocketProtocolError | None, int, int]
 
-_CLOSING = "not connected (the connection is closing)"
-
 #: What a non-blocking read or write raises when it cannot go on without waiting.
 WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -157,14 +155,7 @@ class Link:
         """Write one data message. Raises ``WebSocketClosedError`` when the connection is
         closing or gone, ``WebSocketTimeoutError`` when the peer stopped reading."""
         with self.write_lock:
-            protocol = self.protocol
-            if not self.open or protocol.close_sent:
-                raise WebSocketClosedError(None, _CLOSING)
-            frame = protocol.encode_data(opcode, payload)
-            try:  # the hot path: the socket takes the whole frame at once
-                sent = self._send_some(frame)
-            except WOULD_BLOCK:
-                sent = 0
+            frame, sent = self._send_first(opcode, payload)
             if sent < len(frame):
                 self._write(memoryview(frame)[sent:], partial=sent > 0)
 
@@ -177,14 +168,7 @@ class Link:
         if not self.write_lock.acquire(blocking=False):
             return lambda: self.send_data(opcode, payload)
         try:
-            protocol = self.protocol
-            if not self.open or protocol.close_sent:
-                raise WebSocketClosedError(None, _CLOSING)
-            frame = protocol.encode_data(opcode, payload)
-            try:
-                sent = self._send_some(frame)
-            except WOULD_BLOCK:
-                sent = 0
+            frame, sent = self._send_first(opcode, payload)
         except BaseException:
             self.write_lock.release()
             raise
@@ -200,11 +184,21 @@ class Link:
 
         return finish
 
+    def _send_first(self, opcode: int, payload: Any) -> tuple[bytes, int]:
+        """Encode one data message and write what the socket takes of it now, without
+        waiting (write lock held): ``(frame, bytes sent)``; the whole frame in the common
+        case. Raises ``WebSocketClosedError`` when the connection is closing or gone."""
+        self._check_writable()
+        frame = self.protocol.encode_data(opcode, payload)
+        try:
+            return frame, self._send_some(frame)
+        except WOULD_BLOCK:
+            return frame, 0
+
     def send_ping(self) -> bool:
         """Write a ping; True when it is the one whose pong is awaited."""
         with self.write_lock:
-            if not self.open or self.protocol.close_sent:
-                raise WebSocketClosedError(None, _CLOSING)
+            self._check_writable()
             frame, waits = self.protocol.encode_ping()
             self._write(frame)
             return waits
@@ -236,6 +230,10 @@ class Link:
             return True
         finally:
             self.write_lock.release()
+
+    def _check_writable(self) -> None:
+        if not self.open or self.protocol.close_sent:
+            raise WebSocketClosedError(None, "not connected (the connection is closing)")
 
     def _write(
         self, data: bytes | memoryview, timeout: float | None = None, partial: bool = False
