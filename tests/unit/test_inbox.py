@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from kstlib.websocket.inbox import Inbox, InboxFinished
+from kstlib.websocket.inbox import Inbox, InboxFinished, _Resume
 
 
 def test_rejects_bad_settings() -> None:
@@ -223,11 +223,13 @@ class RacedFiller:
         return self.batch
 
     def fill_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[object]) -> bool:
-        def read() -> None:  # on the loop, later: the batch, and the producer's next
+        async def read() -> None:  # on the loop, later: the batch, and the producer's next
             fut.set_result(self.batch)
             self.inbox.put_batch(self.newer, item_bytes=10)
 
-        loop.call_soon(read)
+        # In a task, so the consumer resumes in a later loop turn (completed outside any
+        # task it would resume inside set_result, and nothing could come between).
+        self.reader = loop.create_task(read())
         return True
 
     def stop_async(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[object]) -> None:
@@ -313,3 +315,77 @@ def test_a_lend_between_a_refusal_and_the_wait_is_not_missed_asyncio() -> None:
 
     assert asyncio.run(main()) == ["read"]  # no timeout
     assert filler.tries == 2
+
+
+# -- the asyncio wait on a filler (_Resume) -------------------------------------------------
+
+Complete = Callable[[asyncio.Future[object], list[str]], object]
+
+
+def _resume_case(complete: Complete) -> list[str]:
+    """Await a _Resume in a task and complete it with ``complete`` from a plain loop
+    callback; the order of events shows when the task resumed."""
+    events: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[object] = _Resume(loop=loop)
+
+        async def consumer() -> None:
+            try:
+                events.append(f"got {await fut}")
+            except asyncio.CancelledError:
+                events.append("cancelled")
+
+        task = loop.create_task(consumer())
+        await asyncio.sleep(0)  # the consumer awaits fut
+
+        def callback() -> None:
+            complete(fut, events)
+            events.append("callback returned")
+
+        loop.call_soon(callback)
+        await task
+
+    asyncio.run(main())
+    return events
+
+
+def test_a_wait_completed_outside_a_task_resumes_its_task_at_once() -> None:
+    def complete(fut: asyncio.Future[object], events: list[str]) -> None:
+        fut.set_result(7)
+        events.append("set")
+
+    assert _resume_case(complete) == ["got 7", "set", "callback returned"]
+
+
+def test_a_cancelled_wait_resumes_its_task_later_with_the_cancellation() -> None:
+    def complete(fut: asyncio.Future[object], events: list[str]) -> None:
+        fut.cancel()
+        events.append("cancel returned")
+
+    assert _resume_case(complete) == ["cancel returned", "callback returned", "cancelled"]
+
+
+def test_a_wait_completed_inside_a_task_resumes_its_task_in_a_later_turn() -> None:
+    # Resuming it inside the setter's step would enter a task within a task.
+    def complete(fut: asyncio.Future[object], events: list[str]) -> None:
+        async def setter() -> None:
+            fut.set_result(7)
+            events.append("set")
+
+        tasks.append(fut.get_loop().create_task(setter()))
+
+    tasks: list[asyncio.Task[None]] = []
+    assert _resume_case(complete) == ["callback returned", "set", "got 7"]
+
+
+def test_other_callbacks_of_a_resumed_wait_run_as_asyncio_runs_them() -> None:
+    def complete(fut: asyncio.Future[object], events: list[str]) -> None:
+        fut.add_done_callback(lambda f: events.append(f"callback {f.result()}"))
+        fut.add_done_callback(print)
+        assert fut.remove_done_callback(print) == 1
+        fut.set_result(7)
+
+    # The awaiting task's resumption is the one run at once; the others are scheduled.
+    assert _resume_case(complete) == ["got 7", "callback returned", "callback 7"]

@@ -309,10 +309,13 @@ class DirectRead:
         """The socket is readable (on the loop's thread): read one batch for the waiting
         consumer. With nobody waiting (the consumer is busy) the reading pauses, so the
         queue bound holds; with the role gone (the engine took it back) it stops. The
-        batch completes the wait once the lock is released: a waiter that keeps waiting
-        (``done()`` still False, as :meth:`~kstlib.websocket.inbox.Inbox.serve_async`'s)
-        runs the consumer's code there. One batch per wait otherwise; a waiter left
-        waiting when the reading stops looks at the queue again. (This runs for every
+        batch completes the wait last, once the lock is released and the reader's own
+        state is settled, because the waiter may run the consumer's code there: the
+        waiter of :meth:`~kstlib.websocket.inbox.Inbox.serve_async` (which keeps waiting:
+        ``done()`` still False) calls the handler, and that of
+        :meth:`~kstlib.websocket.inbox.Inbox.get_batch_async` resumes the awaiting task.
+        One batch per wait otherwise; a waiter left waiting when the reading stops looks
+        at the queue again. (This runs for every
         read on a loop: its loop over :meth:`_step` is inline, to spare a frame.)"""
         with self._lock:
             fut = self._loop_fut
@@ -332,17 +335,17 @@ class DirectRead:
                         out = None
                     if self.news:
                         self._role, stop = _LENT, True
-        if out is not None:
+        if stop:
+            self._unregister(loop)
+            if self.news:
+                _send_byte(self._to_engine[1])
+        if out is not None:  # last: the waiter may run the consumer's code right here
             assert fut is not None
             fut.set_result(out)
             if stop:
                 look_again(fut)
             if self._loop_fut is fut and fut.done():
                 self._loop_fut = None
-        if stop:
-            self._unregister(loop)
-            if self.news:
-                _send_byte(self._to_engine[1])
         if paused:  # another task may wait for the queue: it may take the reading now
             self._delivery.inbox.wake_waiters()
 
