@@ -15,8 +15,8 @@ non-blocking read per readiness, :mod:`kstlib.websocket.engine.direct`), and the
 resumes the waiting ``async for`` in that same loop turn; otherwise the engine thread
 reads and completes the consumer's future with ``call_soon_threadsafe``.
 ``consume(handler)`` goes one step further: the handler runs in the loop turn that read
-the message, with no task switch. ``merge(*managers)`` reads several
-managers in one ``async for``. The calls that may wait (connect, close, disconnect, kill,
+the message, with no task switch. ``merge(*managers)`` reads several managers in one
+``async for``. The calls that may wait (connect, close, disconnect, kill,
 and the rest of a write that the socket could not take at once) run in a worker thread
 (``asyncio.to_thread``); ``send_nowait`` writes without awaiting. ``request_disconnect``,
 ``schedule_reconnect``, ``subscribe`` and ``unsubscribe`` stay plain calls.

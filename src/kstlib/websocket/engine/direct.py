@@ -315,8 +315,8 @@ class DirectRead:
         ``done()`` still False) calls the handler, and that of
         :meth:`~kstlib.websocket.inbox.Inbox.get_batch_async` resumes the awaiting task.
         One batch per wait otherwise; a waiter left waiting when the reading stops looks
-        at the queue again. (This runs for every
-        read on a loop: its loop over :meth:`_step` is inline, to spare a frame.)"""
+        at the queue again. (This runs for every read on a loop: its loop over
+        :meth:`_step` is inline, to spare a frame.)"""
         with self._lock:
             fut = self._loop_fut
             if self._role != _LOOP or self._link is not link or fut is None:
