@@ -294,16 +294,18 @@ class Inbox:
             self._wake_async()
 
     def _wake_async(self) -> None:
-        # Called with the lock held: complete every waiter's future, directly when this
-        # is its loop's thread (a read on the loop), else through the loop's self-pipe.
+        # Called with the lock held: every waiter's future is completed on its loop, by a
+        # call scheduled there (through the loop's self-pipe unless this is its thread: a
+        # read on the loop). Never here: the waiter may resume inside set_result
+        # (_Resume), and its task would take this lock.
         waiters, self._async_waiters = self._async_waiters, []
         here = threading.get_ident()
         for loop, fut, thread in waiters:
-            if thread == here:
-                look_again(fut)
-                continue
             try:
-                loop.call_soon_threadsafe(look_again, fut)
+                if thread == here:
+                    loop.call_soon(look_again, fut)
+                else:
+                    loop.call_soon_threadsafe(look_again, fut)
             except RuntimeError:  # loop closed: nobody is waiting any more
                 pass
 
@@ -428,10 +430,10 @@ class Inbox:
                     return self._take(max_items)
                 if self._finished:
                     raise InboxFinished(self._error)
-            lends = 0 if filler is None else filler.lends
             fut: asyncio.Future[list[Any] | None] = _Resume(loop=loop)
+            lends = 0 if filler is None else filler.lends
             if filler is None or not filler.fill_async(loop, fut):
-                await self._wait_for_put(loop, loop.create_future(), lends)
+                await self._wait_for_put(loop, fut, lends)
                 continue
             try:  # the filler completes fut with a batch, or None for anything else
                 got = None if self._items else await fut  # (queued before it lent)
@@ -474,7 +476,7 @@ class Inbox:
                 continue
             lends = 0 if filler is None else filler.lends
             if filler is None or not filler.fill_async(loop, serving):
-                await self._wait_for_put(loop, loop.create_future(), lends)
+                await self._wait_for_put(loop, _Resume(loop=loop), lends)
                 continue
             try:
                 if not self._items:  # (queued before it lent: those first)
@@ -631,12 +633,13 @@ class _Serving:
 
 
 class _Resume(asyncio.Future[Any]):
-    """The wait of :meth:`Inbox.get_batch_async` on a filler's reading: completed with
-    a result outside any task (by the filler's reader, or a call the engine scheduled on
-    the loop), it resumes the task that awaits it *at once*, inside ``set_result``,
-    instead of scheduling that for the next loop turn as an asyncio future does. A
-    message read on the loop thus reaches ``async for`` in the reader's own turn: one
-    loop turn, one ``epoll_wait`` and asyncio's pure-Python ``call_soon`` less.
+    """An asyncio consumer's wait for the inbox (on a filler's reading, or for a put):
+    completed with a result outside any task (by the filler's reader, or by a call the
+    producer scheduled on the loop), it resumes the task that awaits it *at once*, inside
+    ``set_result``, instead of scheduling that for the next loop turn as an asyncio
+    future does. A message read on the loop thus reaches ``async for`` in the reader's
+    own turn, and one the engine thread queued in the turn that learns of it: one loop
+    turn, one ``epoll_wait`` and asyncio's pure-Python ``call_soon`` less.
 
     Completed inside a task, with an exception, or cancelled, it schedules the
     resumption as usual. The first done-callback is the awaiting task's; any other is
